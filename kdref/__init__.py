@@ -1,0 +1,30 @@
+"""kdref — the reference implementation of the classic knowledge-distillation losses.
+
+``kdref.reference`` holds the NumPy oracle, ``kdref.torch`` the optimized PyTorch losses,
+``kdref.strategies`` Hypothesis strategies of valid inputs, and ``kdref.proof`` the checks that
+prove the two sides equal. ``methods()`` lists the implemented methods, ``get(name)`` returns
+one registry record.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "methods", "get"]
+
+
+def methods() -> list[str]:
+    """Names of the implemented methods."""
+    from kdref.methods import METHODS
+
+    return list(METHODS)
+
+
+def get(name: str):
+    """The registry record (:class:`kdref.registry.Method`) of one method."""
+    from kdref.methods import METHODS
+
+    try:
+        return METHODS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; implemented: {', '.join(METHODS)}") from None

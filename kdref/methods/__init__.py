@@ -1,0 +1,7 @@
+"""The table of methods: one registry record per method, in the order of the docs."""
+
+from __future__ import annotations
+
+from kdref.methods import dml, logits, st
+
+METHODS = {m.name: m for m in (st.METHOD, logits.METHOD, dml.METHOD)}

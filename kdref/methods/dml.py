@@ -1,0 +1,123 @@
+"""The registry record of DML (Deep Mutual Learning), with its properties."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as hst
+
+from kdref import strategies
+from kdref.proof import compare, max_abs
+from kdref.reference import dml as ref
+from kdref.reference._common import softmax
+from kdref.registry import Arg, Loss, Method, Property, Tolerance
+
+_COHORT = (Arg("z_self", "logits"), Arg("z_peers", "logits_list"))
+
+
+def _scale(inputs) -> float:
+    return (1.0 + max_abs(inputs)) * len(inputs["z_peers"])
+
+
+def _inputs(conventions, with_labels: bool):
+    def inputs(convention: str, gradient: bool):
+        single = conventions.resolve(convention).get("single_peer", False)
+        return strategies.dml_inputs(gradient=gradient, with_labels=with_labels, max_peers=1 if single else 3)
+    return inputs
+
+
+def _epsilon_allowance(loss, x) -> float:
+    """The official formula's ε terms move a zero KL by at most about C·ε per peer."""
+    epsilon = ref.CONVENTIONS.resolve(loss.convention)["epsilon"] if loss.loss.name != "dml_ensemble_mimicry_loss" \
+        else 0.0
+    return 4 * epsilon * x["z_self"].shape[1] * len(x["z_peers"])
+
+
+def zero_when_peers_equal_self(loss, x) -> float:
+    """Peers that predict what the network predicts add nothing: the mimicry term is 0."""
+    agreeing = {**x, "z_peers": [x["z_self"].copy() for _ in x["z_peers"]]}
+    if loss.loss.name == "dml_network_loss":
+        cross_entropy = loss(**{**x, "z_peers": [x["z_self"]]})
+        return compare(loss(**agreeing), cross_entropy, Tolerance(1e-9, 1.0), 1e-12 * _scale(x)
+                       + _epsilon_allowance(loss, x), "CE + zero mimicry")
+    return compare(loss(**agreeing), 0.0, Tolerance(0, 1.0), 1e-12 * _scale(x) + _epsilon_allowance(loss, x),
+                   "mimicry with agreeing peers")
+
+
+def mimicry_gradient(loss, x) -> float:
+    """∂/∂z_k of the batch-mean eq. 6 term is (p_k − mean_l p_l)/B: peers are constants."""
+    p_self = softmax(x["z_self"])
+    p_peers = np.mean([softmax(z) for z in x["z_peers"]], axis=0)
+    expected = (p_self - p_peers) / x["z_self"].shape[0]
+    return compare(loss.grad("z_self", **x), expected, Tolerance(1e-6, 1e-8), _scale(x), "gradient")
+
+
+def two_networks_equal_paper(loss, x) -> float:
+    """With one peer (K = 2) KD-Zoo's DML is eq. 6 exactly."""
+    return compare(loss(**x), loss.variant(convention="paper")(**x), Tolerance(1e-12, 1e-14), _scale(x),
+                   "kdzoo vs paper")
+
+
+def official_sums_over_peers(loss, x) -> float:
+    """Away from ε-saturation the official code is (K − 1) × eq. 6: it sums where the paper averages."""
+    paper = loss.variant(convention="paper")
+    return compare(loss(**x), len(x["z_peers"]) * paper(**x), Tolerance(1e-6, 1.0),
+                   1e-9 + _epsilon_allowance(loss, x), "official vs (K−1)·paper")
+
+
+def ensemble_below_average(loss, x) -> float:
+    """KL is convex in its first argument, so KL(mean_l p_l ‖ p_k) ≤ mean_l KL(p_l ‖ p_k)."""
+    average = loss.variant(loss="dml_mimicry_loss", convention="paper")(**x)
+    value = loss(**x)
+    if value > average + 1e-12 * _scale(x):
+        raise AssertionError(f"DML_e {value} exceeds the mean over peers {average}")
+    return 0.0
+
+
+def network_is_ce_plus_mimicry(loss, x) -> float:
+    """L_Θk = L_Ck + mimicry: the network loss minus the mimicry term is the cross-entropy."""
+    mimicry = loss.variant(loss="dml_mimicry_loss")
+    mimicry_x = {k: v for k, v in x.items() if k != "labels"}
+    cross_entropy = loss(**{**x, "z_peers": [x["z_self"]]}) - mimicry(**{**mimicry_x, "z_peers": [x["z_self"]]})
+    return compare(loss(**x), cross_entropy + mimicry(**mimicry_x), Tolerance(1e-9, 1e-12), _scale(x), "CE + mimicry")
+
+
+_MODERATE = hst.builds(
+    lambda z_self, peers: {"z_self": z_self, "z_peers": peers},
+    strategies.logits(4, 5, max_magnitude=10).map(lambda z: z * 0.3),
+    hst.lists(strategies.logits(4, 5, max_magnitude=10).map(lambda z: z * 0.3), min_size=1, max_size=3),
+)
+
+METHOD = Method(
+    name="dml",
+    title="DML — deep mutual learning",
+    citation="Zhang, Xiang, Hospedales, Lu. Deep Mutual Learning. CVPR 2018, pp. 4320–4328.",
+    family="logits",
+    losses=(
+        Loss("dml_mimicry_loss", ref.dml_mimicry_loss, "kdref.torch.dml:dml_mimicry_loss", ref.CONVENTIONS,
+             _COHORT, _inputs(ref.CONVENTIONS, with_labels=False), differentiable=("z_self",)),
+        Loss("dml_network_loss", ref.dml_network_loss, "kdref.torch.dml:dml_network_loss", ref.CONVENTIONS,
+             (*_COHORT, Arg("labels", "labels")), _inputs(ref.CONVENTIONS, with_labels=True), differentiable=("z_self",)),
+        Loss("dml_ensemble_mimicry_loss", ref.dml_ensemble_mimicry_loss,
+             "kdref.torch.dml:dml_ensemble_mimicry_loss", ref.ENSEMBLE_CONVENTIONS, _COHORT,
+             _inputs(ref.ENSEMBLE_CONVENTIONS, with_labels=False), differentiable=("z_self",)),
+    ),
+    properties=(
+        Property("zero when peers agree", zero_when_peers_equal_self.__doc__, zero_when_peers_equal_self),
+        Property("gradient = (p_k − p̄)/B", mimicry_gradient.__doc__, mimicry_gradient,
+                 ("dml_mimicry_loss/paper", "dml_mimicry_loss/kdzoo")),
+        Property("K = 2: kdzoo = paper", two_networks_equal_paper.__doc__, two_networks_equal_paper, ("*/kdzoo",)),
+        Property("official = (K−1) × paper", official_sums_over_peers.__doc__, official_sums_over_peers,
+                 ("dml_mimicry_loss/official_tf",), inputs=lambda convention: _MODERATE),
+        Property("DML_e ≤ mean over peers", ensemble_below_average.__doc__, ensemble_below_average,
+                 ("dml_ensemble_mimicry_loss/*",)),
+        Property("network = CE + mimicry", network_is_ce_plus_mimicry.__doc__, network_is_ce_plus_mimicry,
+                 ("dml_network_loss/*",)),
+    ),
+    tolerances={
+        "float64": Tolerance(1e-10, 1e-14),
+        "float32": Tolerance(1e-5, 1e-6),
+        "bfloat16": Tolerance(1e-5, 1e-6),
+        "fd": Tolerance(1e-6, 1e-8),
+    },
+    error_scale=_scale,
+)

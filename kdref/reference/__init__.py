@@ -1,0 +1,8 @@
+"""kdref.reference — the NumPy oracle: one module per method, written to read like the paper.
+
+Imports NumPy only, never torch, so it serves as a correctness oracle for code in any framework.
+"""
+
+from kdref.reference import dml, logits, st
+
+__all__ = ["dml", "logits", "st"]

@@ -1,0 +1,140 @@
+"""The registry: one declarative record per method drives the tests, ``kdref verify`` and the docs.
+
+Like PyTorch's OpInfo, a :class:`Method` declares everything the generic proof harness
+(:mod:`kdref.proof`) needs: the paired reference and torch functions of each loss, their
+conventions, the roles of their arguments (from which bad inputs are generated), a Hypothesis
+strategy of valid inputs, the properties the math guarantees, and tolerances per dtype. The
+worked examples are data: ``kdref/golden/<method>.json``, copied by hand from the specs and
+never written by code.
+
+The records themselves live in :mod:`kdref.methods`; this module only defines their shape.
+This module imports neither torch nor Hypothesis; torch functions are named as
+``"module:function"`` and resolved on first use.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from kdref.conventions import Conventions
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a loss and its role, from which bad inputs are generated.
+
+    ``kind`` is one of ``"logits"`` (a float ``[N, C]`` array), ``"logits_list"`` (a list of
+    them), ``"labels"`` (integer ``[N]``), ``"temperature"`` (a real number > 0). ``like`` names
+    the argument whose shape, dtype and device this one must share.
+    """
+
+    name: str
+    kind: str
+    like: str | None = None
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``|actual - expected| <= rtol * |expected| + atol * scale``, where ``scale`` is the method's
+    error scale of the inputs (rounding error grows with the inputs' magnitude, not the loss's)."""
+
+    rtol: float
+    atol: float
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One loss function of a method, implemented on both sides."""
+
+    name: str
+    reference: Callable[..., Any]
+    torch_path: str
+    conventions: Conventions
+    args: tuple[Arg, ...]
+    inputs: Callable[..., Any]  # (gradient: bool) -> Hypothesis strategy of kwargs dicts
+    differentiable: tuple[str, ...] = ("student",)
+    supports_gradgrad: bool = True
+
+    @property
+    def torch(self) -> Callable[..., Any]:
+        module, function = self.torch_path.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One loss under one convention: the unit every check runs on."""
+
+    method: Method
+    loss: Loss
+    convention: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.loss.name}/{self.convention}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.method.name}:{self.label}"
+
+
+@dataclass(frozen=True)
+class Property:
+    """A guarantee of the math, checked on both sides.
+
+    ``check(subject, inputs)`` receives a :class:`kdref.proof.Subject` (the loss under test, with
+    its convention bound) and drawn inputs; it raises ``AssertionError`` when the property fails
+    and returns the worst relative deviation it saw. ``cases`` are glob patterns over case labels
+    (``"soft_target_loss/*"``).
+    """
+
+    name: str
+    description: str
+    check: Callable[..., float]
+    cases: tuple[str, ...] = ("*",)
+    inputs: Callable[..., Any] | None = None  # a strategy of its own, else the loss's
+
+    def applies_to(self, case: Case) -> bool:
+        return any(fnmatch.fnmatchcase(case.label, pattern) for pattern in self.cases)
+
+
+@dataclass(frozen=True)
+class Method:
+    """Everything kdref knows about one distillation method."""
+
+    name: str
+    title: str
+    citation: str
+    family: str
+    losses: tuple[Loss, ...]
+    properties: tuple[Property, ...] = ()
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    error_scale: Callable[[Mapping[str, Any]], float] | None = None
+
+    @property
+    def spec(self) -> str:
+        return f"specs/{self.name}.md"
+
+    def loss(self, name: str) -> Loss:
+        for loss in self.losses:
+            if loss.name == name:
+                return loss
+        raise KeyError(f"{self.name} has no loss {name!r}; it has {[l.name for l in self.losses]}")
+
+    def cases(self) -> list[Case]:
+        """Every loss under every accepted convention name (aliases included)."""
+        return [Case(self, loss, c) for loss in self.losses for c in loss.conventions.names]
+
+    @cached_property
+    def golden(self) -> Mapping[str, Any]:
+        """The worked examples of the spec, from ``kdref/golden/<name>.json``."""
+        return json.loads((GOLDEN_DIR / f"{self.name}.json").read_text(encoding="utf-8"))

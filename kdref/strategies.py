@@ -1,0 +1,118 @@
+"""Hypothesis strategies of valid inputs for every method (public API).
+
+Each ``<method>_inputs`` strategy draws a dict of keyword arguments (NumPy arrays and numbers)
+that the method's loss accepts, so another project can test its own loss with them::
+
+    from hypothesis import given
+    from kdref import strategies
+    from kdref.reference.st import soft_target_loss
+
+    @given(strategies.st_inputs())
+    def test_my_kd_loss(inputs):
+        assert abs(my_kd_loss(**inputs) - soft_target_loss(**inputs)) < 1e-6
+
+The draws lean on the edge cases where implementations part ways: ties, teacher equal to the
+student (or equal up to a per-row shift), logits of size ±1e4, a batch of one, two classes.
+With ``gradient=True`` the magnitudes stay moderate (|logit| ≤ 10), where finite differences are
+accurate enough to check a gradient against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+__all__ = ["logits", "logit_pairs", "temperatures", "labels", "st_inputs", "hinton_inputs",
+           "torchdistill_inputs", "logits_inputs", "dml_inputs"]
+
+_MAGNITUDES = (1.0, 1e-3, 30.0, 1e4)
+
+
+def logits(n: int, c: int, *, max_magnitude: float = 1e4) -> st.SearchStrategy[np.ndarray]:
+    """Float64 logits ``[n, c]``: values in [-10, 10] times a scale up to ``max_magnitude``,
+    sometimes rounded to integers so that ties are common."""
+    base = hnp.arrays(np.float64, (n, c), elements=st.floats(-10, 10, allow_subnormal=False))
+    scales = st.sampled_from([m for m in _MAGNITUDES if m * 10 <= max(max_magnitude, 10)])
+    return st.builds(lambda z, scale, tie: (np.round(z) if tie else z) * scale, base, scales, st.booleans())
+
+
+@st.composite
+def logit_pairs(draw, *, min_n: int = 1, max_n: int = 8, min_c: int = 2, max_c: int = 8,
+                max_magnitude: float = 1e4) -> tuple[np.ndarray, np.ndarray]:
+    """A student and a teacher of one shape. The teacher is independent, equal to the student,
+    the student shifted by a per-row constant, or the student plus a small perturbation."""
+    n = draw(st.integers(min_n, max_n))
+    c = draw(st.integers(min_c, max_c))
+    student = draw(logits(n, c, max_magnitude=max_magnitude))
+    relation = draw(st.sampled_from(["independent", "equal", "shifted", "perturbed"]))
+    if relation == "independent":
+        teacher = draw(logits(n, c, max_magnitude=max_magnitude))
+    elif relation == "equal":
+        teacher = student.copy()
+    elif relation == "shifted":
+        teacher = student + draw(hnp.arrays(np.float64, (n, 1), elements=st.floats(-5, 5)))
+    else:
+        teacher = student + draw(hnp.arrays(np.float64, (n, c), elements=st.floats(-1e-3, 1e-3)))
+    return student, teacher
+
+
+def temperatures(*, gradient: bool = False) -> st.SearchStrategy[float]:
+    """Temperatures the literature uses, plus arbitrary ones in [0.1, 50]."""
+    return st.one_of(st.sampled_from([0.5, 1.0, 2.0, 4.0, 20.0]),
+                     st.floats(0.5 if gradient else 0.1, 50.0))
+
+
+def labels(n: int, c: int) -> st.SearchStrategy[np.ndarray]:
+    """Integer labels ``[n]`` in ``[0, c)``."""
+    return hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1))
+
+
+def _max_magnitude(gradient: bool) -> float:
+    return 10.0 if gradient else 1e4
+
+
+@st.composite
+def st_inputs(draw, *, gradient: bool = False) -> dict:
+    """``student``, ``teacher`` and ``T`` for :func:`kdref.reference.st.soft_target_loss`."""
+    student, teacher = draw(logit_pairs(max_magnitude=_max_magnitude(gradient)))
+    return {"student": student, "teacher": teacher, "T": draw(temperatures(gradient=gradient))}
+
+
+@st.composite
+def hinton_inputs(draw, *, gradient: bool = False) -> dict:
+    """:func:`st_inputs` plus ``labels``, ``soft_weight`` and ``hard_weight``."""
+    inputs = draw(st_inputs(gradient=gradient))
+    inputs["labels"] = draw(labels(*inputs["student"].shape))
+    inputs["soft_weight"] = draw(st.floats(0.0, 2.0))
+    inputs["hard_weight"] = draw(st.floats(0.0, 2.0))
+    return inputs
+
+
+@st.composite
+def torchdistill_inputs(draw, *, gradient: bool = False) -> dict:
+    """:func:`st_inputs` plus the optional ``labels``, ``alpha`` and ``beta`` of torchdistill's KDLoss."""
+    inputs = draw(st_inputs(gradient=gradient))
+    if draw(st.booleans()):
+        inputs["labels"] = draw(labels(*inputs["student"].shape))
+    inputs["alpha"] = draw(st.sampled_from([None, 0.0, 0.1, 0.5, 0.9]))
+    inputs["beta"] = draw(st.one_of(st.none(), st.floats(0.0, 1.0)))
+    return inputs
+
+
+@st.composite
+def logits_inputs(draw, *, gradient: bool = False) -> dict:
+    """``student`` and ``teacher`` for :func:`kdref.reference.logits.logit_regression_loss`."""
+    student, teacher = draw(logit_pairs(max_magnitude=_max_magnitude(gradient)))
+    return {"student": student, "teacher": teacher}
+
+
+@st.composite
+def dml_inputs(draw, *, gradient: bool = False, with_labels: bool = False, max_peers: int = 3) -> dict:
+    """``z_self`` and ``z_peers`` (1 to ``max_peers`` peers), plus ``labels`` if asked."""
+    z_self, first_peer = draw(logit_pairs(max_magnitude=_max_magnitude(gradient)))
+    more = draw(st.lists(logits(*z_self.shape, max_magnitude=_max_magnitude(gradient)), max_size=max_peers - 1))
+    inputs = {"z_self": z_self, "z_peers": [first_peer, *more]}
+    if with_labels:
+        inputs["labels"] = draw(labels(*z_self.shape))
+    return inputs

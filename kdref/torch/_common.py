@@ -1,0 +1,110 @@
+"""Pieces every torch loss shares: input validation, float32 accumulation, reductions.
+
+The checks mirror ``kdref.reference._common`` so both sides refuse the same inputs with the same
+words. Shape, dtype and device checks are free (metadata only). The finiteness check reads one
+boolean back from the device, i.e. one synchronisation per call on CUDA; under ``torch.compile``
+it is skipped (it would break the graph), the shape checks still run.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+__all__ = [
+    "check_float_tensor",
+    "check_same_like",
+    "check_temperature",
+    "check_labels",
+    "check_sequence",
+    "accumulation_dtype",
+    "reduce_batch",
+]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _check_is_tensor(name: str, x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+
+
+def check_float_tensor(name: str, x, *, ndim: int | None = None) -> torch.Tensor:
+    """A floating-point tensor of rank ``ndim`` with a non-empty batch and finite entries."""
+    _check_is_tensor(name, x)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    if ndim is not None and x.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
+    if x.dim() >= 1 and x.shape[0] == 0:
+        raise ValueError(f"{name} must have a non-empty batch, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if not torch.compiler.is_compiling() and x.device.type != "meta" and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite, found NaN or inf")
+    return x
+
+
+def check_same_like(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    """``x`` must have the shape, dtype and device of ``ref``."""
+    if x.device != ref.device:
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
+    if x.shape != ref.shape:
+        raise ValueError(f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(x.shape)}")
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
+
+
+def check_temperature(T) -> float:
+    """The temperature must be a real number with ``0 < T < inf``."""
+    if isinstance(T, bool) or not isinstance(T, numbers.Real):
+        raise TypeError(f"T must be a real number, got {type(T).__name__}")
+    T = float(T)
+    if not (T > 0 and T != float("inf")):
+        raise ValueError(f"T must be finite and > 0, got {T}")
+    return T
+
+
+def check_labels(labels, n: int, num_classes: int, device: torch.device) -> torch.Tensor:
+    """Integer class labels ``[n]`` on ``device`` with values in ``[0, num_classes)``."""
+    _check_is_tensor("labels", labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match the batch, got {tuple(labels.shape)}")
+    if labels.device != device:
+        raise ValueError(f"labels must be on the device of the logits ({device}), got {labels.device}")
+    if not torch.compiler.is_compiling() and bool(((labels < 0) | (labels >= num_classes)).any()):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return labels
+
+
+def check_sequence(name: str, xs, *, min_len: int = 1) -> list:
+    """A non-empty list or tuple of tensors (not a single tensor)."""
+    if isinstance(xs, torch.Tensor) or not isinstance(xs, (list, tuple)):
+        raise TypeError(f"{name} must be a list or tuple of tensors, got {type(xs).__name__}")
+    if len(xs) < min_len:
+        raise ValueError(f"{name} must hold at least {min_len} tensor(s), got {len(xs)}")
+    return list(xs)
+
+
+def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision inputs (e.g. under autocast), else the input's own dtype.
+
+    Softmax, logs and batch sums of bfloat16 values lose several digits; kdref computes them in
+    float32 and returns a float32 loss.
+    """
+    return torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+
+
+def reduce_batch(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce a per-sample loss ``[N]``: ``"mean"`` over the batch, ``"sum"``, or ``"none"``."""
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction == "none":
+        return per_sample
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
