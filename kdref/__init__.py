@@ -10,19 +10,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "methods", "get"]
+__all__ = ["__version__", "get", "methods"]
 
 
 def methods() -> list[str]:
     """Names of the implemented methods."""
-    from kdref.methods import METHODS
+    from kdref.records import METHODS
 
     return list(METHODS)
 
 
 def get(name: str):
     """The registry record (:class:`kdref.registry.Method`) of one method."""
-    from kdref.methods import METHODS
+    from kdref.records import METHODS
 
     try:
         return METHODS[name.lower()]

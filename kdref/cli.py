@@ -16,7 +16,7 @@ from kdref.proof import CHECKS, Result, run_checks
 
 def _methods(names: list[str]):
     from kdref import get
-    from kdref.methods import METHODS
+    from kdref.records import METHODS
 
     return [get(n) for n in names] if names else list(METHODS.values())
 
@@ -43,7 +43,7 @@ def _table(results: list[Result]) -> str:
     rows = [(r.case, r.check, "ok" if r.ok else "FAIL", str(r.examples), _format_number(r.worst),
              _format_number(r.ratio)) for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [line.format(*header), line.format(*("-" * w for w in widths))]
     out += [line.format(*row) for row in rows]
     return "\n".join(out)

@@ -219,7 +219,7 @@ def _run(case_id: str, check: str, action: Callable[[_Worst], int], numeric: boo
     worst = _Worst()
     try:
         examples = action(worst)
-    except Exception as exc:  # noqa: BLE001 — every failure becomes a row of the report
+    except Exception as exc:
         notes = "\n".join(getattr(exc, "__notes__", []))
         detail = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, AssertionError):
@@ -375,7 +375,8 @@ def check_gradcheck(case: Case, device: str = "cpu", max_examples: int = 8) -> R
             wrt = tuple(args[name].requires_grad_(True) for name in loss.differentiable)
 
             def f(*xs):
-                return loss.torch(**{**args, **dict(zip(loss.differentiable, xs))}, convention=case.convention)
+                replaced = dict(zip(loss.differentiable, xs, strict=True))
+                return loss.torch(**{**args, **replaced}, convention=case.convention)
 
             torch.autograd.gradcheck(f, wrt, raise_exception=True)
             if loss.supports_gradgrad:
@@ -590,7 +591,7 @@ def check_bad_input(case: Case, device: str = "cpu") -> Result:
                 except bad.error as exc:
                     if not re.search(re.escape(bad.names), str(exc)):
                         failures.append(f"{side}, {bad.description}: message does not name {bad.names!r}: {exc}")
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     failures.append(f"{side}, {bad.description}: raised {type(exc).__name__}: {exc}; "
                                     f"expected {bad.error.__name__}")
                 else:

@@ -7,7 +7,7 @@ strategy of valid inputs, the properties the math guarantees, and tolerances per
 worked examples are data: ``kdref/golden/<method>.json``, copied by hand from the specs and
 never written by code.
 
-The records themselves live in :mod:`kdref.methods`; this module only defines their shape.
+The records themselves live in :mod:`kdref.records`; this module only defines their shape.
 This module imports neither torch nor Hypothesis; torch functions are named as
 ``"module:function"`` and resolved on first use.
 """

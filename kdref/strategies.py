@@ -23,8 +23,17 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-__all__ = ["logits", "logit_pairs", "temperatures", "labels", "st_inputs", "hinton_inputs",
-           "torchdistill_inputs", "logits_inputs", "dml_inputs"]
+__all__ = [
+    "dml_inputs",
+    "hinton_inputs",
+    "labels",
+    "logit_pairs",
+    "logits",
+    "logits_inputs",
+    "st_inputs",
+    "temperatures",
+    "torchdistill_inputs",
+]
 
 _MAGNITUDES = (1.0, 1e-3, 30.0, 1e4)
 

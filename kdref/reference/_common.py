@@ -12,12 +12,12 @@ import numpy as np
 
 __all__ = [
     "as_float_array",
+    "check_labels",
     "check_same_shape",
     "check_temperature",
-    "check_labels",
     "log_softmax",
-    "softmax",
     "reduce_batch",
+    "softmax",
 ]
 
 

@@ -31,11 +31,11 @@ from kdref.reference._common import (
 __all__ = [
     "CONVENTIONS",
     "ENSEMBLE_CONVENTIONS",
-    "mutual_kl_per_sample",
-    "official_tf_kl_per_sample",
+    "dml_ensemble_mimicry_loss",
     "dml_mimicry_loss",
     "dml_network_loss",
-    "dml_ensemble_mimicry_loss",
+    "mutual_kl_per_sample",
+    "official_tf_kl_per_sample",
 ]
 
 CONVENTIONS = Conventions(
@@ -187,8 +187,14 @@ def dml_network_loss(
 
     .. math:: L_{\Theta_k} = L_{C_k} + \frac{1}{K-1}\sum_{l\ne k} D_{KL}(p_l\,\Vert\,p_k)
 
-    Takes the arguments of :func:`dml_mimicry_loss` plus ``labels`` (``[B]``) and
-    ``label_smoothing`` (the official Market-1501 script uses 0.1; the paper uses none).
+    Args:
+      z_self, z_peers: as :func:`dml_mimicry_loss`.
+      labels: integer class labels, ``[B]``.
+      label_smoothing: :math:`\epsilon` of the smoothed targets :math:`(1-\epsilon)\mathbb 1_y + \epsilon/M`;
+        the official Market-1501 script uses 0.1, the paper none.
+      convention: ``"paper"`` (default), ``"kdzoo"`` or ``"official_tf"``, for the mimicry term.
+      peer_reduction, epsilon, single_peer: the mimicry term's knobs, as :func:`dml_mimicry_loss`.
+      reduction: ``"mean"`` over the batch, ``"sum"`` (eqs. 2–6 literally) or ``"none"``.
 
     Examples:
       >>> import numpy as np
@@ -219,6 +225,11 @@ def dml_ensemble_mimicry_loss(z_self: np.ndarray, z_peers, *, convention: str | 
 
     :math:`\log p_{\text{com}}` is a log-sum-exp of the peers' log-posteriors, so it stays finite.
     By convexity of KL this never exceeds :func:`dml_mimicry_loss` with ``"paper"``.
+
+    Args:
+      z_self, z_peers: as :func:`dml_mimicry_loss`.
+      convention: ``"dml_e"``, the only preset.
+      reduction: ``"mean"`` over the batch, ``"sum"`` or ``"none"``.
 
     Examples:
       >>> import numpy as np

@@ -17,7 +17,7 @@ import numpy as np
 from kdref.conventions import Conventions
 from kdref.reference._common import as_float_array, check_same_shape, reduce_batch
 
-__all__ = ["CONVENTIONS", "SCALE_FACTORS", "center_logits", "logit_regression_per_sample", "logit_regression_loss"]
+__all__ = ["CONVENTIONS", "SCALE_FACTORS", "center_logits", "logit_regression_loss", "logit_regression_per_sample"]
 
 CONVENTIONS = Conventions(
     loss="logit_regression_loss",

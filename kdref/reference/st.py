@@ -29,12 +29,12 @@ __all__ = [
     "CONVENTIONS",
     "HINTON_CONVENTIONS",
     "TORCHDISTILL_CONVENTIONS",
-    "softened_log_probs",
-    "soft_kl_per_sample",
-    "soft_ce_per_sample",
     "hard_ce_per_sample",
-    "soft_target_loss",
     "hinton_kd_objective",
+    "soft_ce_per_sample",
+    "soft_kl_per_sample",
+    "soft_target_loss",
+    "softened_log_probs",
     "torchdistill_kd_loss",
 ]
 
@@ -277,8 +277,17 @@ def torchdistill_kd_loss(
         \qquad \beta = 1-\alpha \text{ unless given};
 
     otherwise the soft term alone, **without** :math:`T^2`. Note that :math:`\alpha` weighs the
-    hard-label term. The cross-entropy is averaged over the batch for ``"batchmean"`` and
-    ``"mean"``, summed for ``"sum"``; the KL is reduced by ``reduction``.
+    hard-label term.
+
+    Args:
+      student, teacher: logits, ``[N, C]``.
+      T: temperature, ``T > 0``.
+      labels: integer class labels ``[N]``, or ``None`` for the soft term alone.
+      alpha: weight of the hard-label cross-entropy; ``None`` or 0 drops it (and :math:`T^2`).
+      beta: weight of the soft term; ``1 - alpha`` when ``None``.
+      convention: ``"torchdistill"``, the only preset.
+      reduction: the KL's reduction, ``"batchmean"``, ``"mean"`` (over :math:`N\cdot C`) or
+        ``"sum"``; the cross-entropy is averaged over the batch for the first two, summed for ``"sum"``.
 
     Examples:
       >>> import numpy as np

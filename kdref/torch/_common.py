@@ -13,12 +13,12 @@ import numbers
 import torch
 
 __all__ = [
-    "check_float_tensor",
-    "check_same_like",
-    "check_temperature",
-    "check_labels",
-    "check_sequence",
     "accumulation_dtype",
+    "check_float_tensor",
+    "check_labels",
+    "check_same_like",
+    "check_sequence",
+    "check_temperature",
     "reduce_batch",
 ]
 

@@ -22,7 +22,7 @@ from kdref.torch._common import (
     reduce_batch,
 )
 
-__all__ = ["dml_mimicry_loss", "dml_network_loss", "dml_ensemble_mimicry_loss"]
+__all__ = ["dml_ensemble_mimicry_loss", "dml_mimicry_loss", "dml_network_loss"]
 
 
 def _check_cohort(z_self, z_peers) -> tuple[torch.Tensor, torch.Tensor]:

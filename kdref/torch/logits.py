@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kdref.reference.logits import SCALE_FACTORS, CONVENTIONS
+from kdref.reference.logits import CONVENTIONS, SCALE_FACTORS
 from kdref.torch._common import accumulation_dtype, check_float_tensor, check_same_like, reduce_batch
 
 __all__ = ["logit_regression_loss"]

@@ -19,7 +19,7 @@ from kdref.torch._common import (
     check_temperature,
 )
 
-__all__ = ["soft_target_loss", "hinton_kd_objective", "torchdistill_kd_loss"]
+__all__ = ["hinton_kd_objective", "soft_target_loss", "torchdistill_kd_loss"]
 
 
 def _check_logit_pair(student, teacher) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,7 +135,7 @@ def torchdistill_kd_loss(
     convention: str | None = None,
     reduction: str | None = None,
 ) -> torch.Tensor:
-    r"""torchdistill's ``KDLoss`` value: :math:`\alpha\,\mathrm{CE} + \beta T^2\mathrm{KL}`, or KL alone without :math:`T^2`.
+    r"""torchdistill's ``KDLoss``: :math:`\alpha\,\mathrm{CE} + \beta T^2\mathrm{KL}`, or KL alone without :math:`T^2`.
 
     As :func:`kdref.reference.st.torchdistill_kd_loss`.
     """

@@ -1,0 +1,189 @@
+"""Sphinx directives that build parts of a method page from the kdref registry.
+
+``kdref-conventions <method>``
+    For each loss of the method, a table of its conventions: the description, the knobs the
+    preset sets, the loss's value on the spec's worked example computed at build time by the
+    NumPy reference (``kdref.reference``), and the value the spec prints for exactly that call,
+    where the spec has one.
+
+``kdref-properties <method>``
+    The properties the proof harness checks for the method, with the cases they apply to.
+
+Nothing on these tables is typed by hand, so they cannot drift from the code or the golden
+files. In MyST::
+
+    ```{kdref-conventions} st
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+import kdref
+from kdref import proof
+from kdref.registry import GOLDEN_DIR, Loss, Method
+
+NOT_PRINTED = "—"
+
+
+def format_value(value: Any) -> str:
+    """A loss value with 8 significant digits (the precision the specs print)."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim == 0:
+        return f"{float(array):.8g}"
+    return "[" + ", ".join(f"{v:.8g}" for v in array.ravel()) + "]"
+
+
+def format_printed(value: str | Sequence[str]) -> str:
+    return value if isinstance(value, str) else "[" + ", ".join(value) + "]"
+
+
+def format_knobs(knobs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in knobs.items())
+
+
+def format_call(loss: Loss, args: Mapping[str, Any]) -> str:
+    """The example as a call, with the golden inputs by name: ``f(student=s, T=4.0)``."""
+
+    def show(value: Any) -> str:
+        if isinstance(value, str) and value.startswith("$"):
+            return value[1:]
+        if isinstance(value, list):
+            return "[" + ", ".join(show(v) for v in value) + "]"
+        return repr(value)
+
+    return f"{loss.name}({', '.join(f'{k}={show(v)}' for k, v in args.items())}, convention=…)"
+
+
+def input_names(args: Mapping[str, Any]) -> list[str]:
+    """The golden inputs (``"$s"``) an example refers to, in order."""
+    names: list[str] = []
+    for value in args.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item.startswith("$") and item[1:] not in names:
+                names.append(item[1:])
+    return names
+
+
+def worked_example(method: Method, loss: Loss) -> dict[str, Any]:
+    """The loss's first golden example, without the knobs (so every convention can be applied)."""
+    example = next(ex for ex in method.golden["examples"] if ex["loss"] == loss.name)
+    return {k: v for k, v in example["args"].items() if k not in loss.conventions.defaults}
+
+
+def printed_value(method: Method, loss: Loss, convention: str, args: Mapping[str, Any]) -> str:
+    """What the spec prints for exactly this call under ``convention``, or a dash."""
+    for example in method.golden["examples"]:
+        if example["loss"] == loss.name and example["convention"] == convention and example["args"] == args:
+            return format_printed(example["value"])
+    return NOT_PRINTED
+
+
+def conventions_rows(method: Method, loss: Loss) -> list[list[str]]:
+    """One row per convention name: name, description, knobs set, computed value, printed value."""
+    conventions = loss.conventions
+    args = worked_example(method, loss)
+    inputs = proof.golden_arguments(method, {"args": args})
+    rows = []
+    for name in conventions.names:
+        preset = conventions.canonical(name)
+        description = conventions.descriptions.get(preset, "")
+        if name != preset:
+            description = f"alias of {preset!r}: {description}"
+        if name == conventions.default:
+            description += " (default)"
+        knobs = format_knobs(conventions.presets[preset]) or "none (the defaults)"
+        try:
+            computed = format_value(loss.reference(**inputs, convention=name))
+        except (ValueError, TypeError) as exc:  # a convention that refuses this example
+            computed = f"{type(exc).__name__}: {exc}"
+        rows.append([name, description, knobs, computed, printed_value(method, loss, name, args)])
+    return rows
+
+
+def code(text: str) -> nodes.literal:
+    return nodes.literal(text=text)
+
+
+def paragraph(*parts: str | nodes.Node) -> nodes.paragraph:
+    """A paragraph of text and inline nodes."""
+    para = nodes.paragraph()
+    para += [nodes.Text(part) if isinstance(part, str) else part for part in parts]
+    return para
+
+
+def joined(parts: Sequence[str | nodes.Node], separator: str = ", ") -> list[str | nodes.Node]:
+    return [piece for i, part in enumerate(parts) for piece in ([separator] if i else []) + [part]]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int],
+          code_columns: Sequence[int] = ()) -> nodes.table:
+    """A docutils table; the cells of ``code_columns`` are set as inline code."""
+    tgroup = nodes.tgroup(cols=len(header))
+    tgroup += [nodes.colspec(colwidth=w) for w in widths]
+
+    def row(cells: Sequence[str], as_code: Sequence[int] = ()) -> nodes.row:
+        return nodes.row("", *(nodes.entry("", paragraph(code(text) if i in as_code else text))
+                               for i, text in enumerate(cells)))
+
+    tgroup += nodes.thead("", row(header))
+    tgroup += nodes.tbody("", *(row(cells, code_columns) for cells in rows))
+    return nodes.table("", tgroup, classes=["kdref-conventions"])
+
+
+class MethodDirective(SphinxDirective):
+    """A directive whose one argument names a registered method."""
+
+    required_arguments = 1
+
+    def method(self) -> Method:
+        method = kdref.get(self.arguments[0])
+        # rebuild the page when the golden file or a reference module changes
+        self.env.note_dependency(str(GOLDEN_DIR / f"{method.name}.json"))
+        for loss in method.losses:
+            self.env.note_dependency(loss.reference.__code__.co_filename)
+        return method
+
+
+class ConventionsDirective(MethodDirective):
+    def run(self) -> list[nodes.Node]:
+        method = self.method()
+        out: list[nodes.Node] = []
+        for loss in method.losses:
+            args = worked_example(method, loss)
+            section = nodes.container(classes=["kdref-loss"])
+            shown = "; ".join(f"{name} = {method.golden['inputs'][name]}" for name in input_names(args))
+            section += paragraph(nodes.strong(text=loss.name), " — knobs and their defaults: ",
+                                 code(format_knobs(loss.conventions.defaults)), ". Worked example: ",
+                                 code(format_call(loss, args)), " with ", code(shown), ".")
+            section += table(
+                ["convention", "what it computes", "knobs it sets", "value (reference, computed)",
+                 "value printed in the spec"],
+                conventions_rows(method, loss), widths=[12, 40, 20, 14, 14], code_columns=(0, 2),
+            )
+            out.append(section)
+        return out
+
+
+class PropertiesDirective(MethodDirective):
+    def run(self) -> list[nodes.Node]:
+        items = nodes.bullet_list()
+        for prop in self.method().properties:
+            description = " ".join((prop.description or "").split())
+            cases = ["every loss and convention"] if prop.cases == ("*",) else [code(c) for c in prop.cases]
+            items += nodes.list_item("", paragraph(nodes.strong(text=prop.name), ": ", description,
+                                                   " Checked on: ", *joined(cases), "."))
+        return [items]
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_directive("kdref-conventions", ConventionsDirective)
+    app.add_directive("kdref-properties", PropertiesDirective)
+    return {"version": kdref.__version__, "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,88 @@
+"""Mutation run: break the math one way at a time and check that the test suite turns red.
+
+Each mutant is a (file, original text, replacement) edit. For each, the repository is copied to
+a temporary directory, the edit applied, and the proof tests run there; a mutant that leaves
+the suite green is a hole in the proof. Usage::
+
+    .venv/bin/python tools/mutants.py            # all mutants
+    .venv/bin/python tools/mutants.py st         # those whose name starts with "st"
+
+Not part of the test suite (it runs the suite once per mutant); the results go in the closing
+note of the change that adds a method.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MUTANTS = [
+    ("st/reference: drop T²", "kdref/reference/st.py",
+     'return loss * T**2 if knobs["temperature_squared"] else loss', "return loss"),
+    ("st/torch: drop T²", "kdref/torch/st.py",
+     'return loss * T**2 if knobs["temperature_squared"] else loss', "return loss"),
+    ("st/reference: swap student and teacher", "kdref/reference/st.py",
+     "log_p = softened_log_probs(teacher, T)\n    log_q = softened_log_probs(student, T)",
+     "log_p = softened_log_probs(student, T)\n    log_q = softened_log_probs(teacher, T)"),
+    ("st/torch: swap student and teacher", "kdref/torch/st.py",
+     "log_q = torch.log_softmax(student / T, dim=-1)\n    log_p = torch.log_softmax(teacher / T, dim=-1)",
+     "log_q = torch.log_softmax(teacher / T, dim=-1)\n    log_p = torch.log_softmax(student / T, dim=-1)"),
+    ("st/reference: elementwise mean instead of batchmean", "kdref/reference/st.py",
+     "    return float(np.mean(per_sample))\n", "    return float(np.sum(per_sample) / student.size)\n"),
+    ("st/torch: elementwise mean instead of batchmean", "kdref/torch/st.py",
+     "    return per_sample.mean()\n\n\ndef _hard", "    return per_sample.sum() / (per_sample.numel() * num_classes)\n\n\ndef _hard"),
+    ("dml/reference: drop 1/(K-1)", "kdref/reference/dml.py",
+     'return total / len(z_peers) if knobs["peer_reduction"] == "mean" else total', "return total"),
+    ("dml/torch: drop 1/(K-1)", "kdref/torch/dml.py",
+     'return kl.mean(dim=0) if knobs["peer_reduction"] == "mean" else kl.sum(dim=0)', "return kl.sum(dim=0)"),
+    ("logits/reference: drop the ½", "kdref/reference/logits.py",
+     'SCALE_FACTORS = {"half": lambda C: 0.5,', 'SCALE_FACTORS = {"half": lambda C: 1.0,'),
+    ("logits/torch: no centring", "kdref/torch/logits.py",
+     "residual = residual - residual.mean(dim=-1, keepdim=True)", "residual = residual"),
+]
+
+
+def run(name: str, path: str, old: str, new: str) -> tuple[bool, float, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "repo"
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "docs", "__pycache__"))
+        target = copy / path
+        text = target.read_text()
+        if text.count(old) != 1:
+            raise SystemExit(f"{name}: the original text occurs {text.count(old)} times in {path}")
+        target.write_text(text.replace(old, new))
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                               "tests/test_proof.py", "tests/test_harness_can_fail.py", "--doctest-modules",
+                               "kdref"], cwd=copy, capture_output=True, text=True,
+                              env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
+        failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+        return proc.returncode != 0, time.perf_counter() - start, (failed or [""])[0][:150]
+
+
+def main() -> int:
+    prefix = sys.argv[1] if len(sys.argv) > 1 else ""
+    # the control: an unmutated copy must pass, or every "kill" below would mean nothing
+    failed, seconds, _ = run("control", "kdref/__init__.py", '__version__ = "', '__version__ = "')
+    if failed:
+        print(f"the unmutated copy fails its tests ({seconds:.0f} s): fix that first")
+        return 2
+    print(f"control passes ({seconds:.0f} s)", flush=True)
+    survivors = 0
+    for name, path, old, new in MUTANTS:
+        if not name.startswith(prefix):
+            continue
+        killed, seconds, first_failure = run(name, path, old, new)
+        survivors += not killed
+        print(f"{'killed ' if killed else 'SURVIVED'}  {name}  ({seconds:.0f} s)  {first_failure}", flush=True)
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
