@@ -498,6 +498,9 @@ def bad_inputs(case: Case, side: str, device: str = "cpu") -> list[BadInput]:
     cases: list[BadInput] = [BadInput("unknown convention", {**base, "convention": "no-such-convention"},
                                       ValueError, "no-such-convention")]
     for arg in case.loss.args:
+        if arg.kind in _BAD_SCALARS:
+            cases += [BadInput(f"{arg.name} = {v!r}", {**base, arg.name: v}, error, arg.name)
+                      for v, error in _BAD_SCALARS[arg.kind]]
         if arg.name not in base:
             continue
         x = base[arg.name]
@@ -525,11 +528,18 @@ def bad_inputs(case: Case, side: str, device: str = "cpu") -> list[BadInput]:
             if side == "torch":
                 cases.append(BadInput("labels on another device", {**base, arg.name: x.to("meta")},
                                       ValueError, arg.name))
-        elif arg.kind == "temperature":
-            cases += [BadInput(f"{arg.name} = {v}", {**base, arg.name: v}, ValueError, arg.name)
-                      for v in (0.0, -1.0, float("nan"), float("inf"))]
-            cases.append(BadInput(f"{arg.name} a string", {**base, arg.name: "4"}, TypeError, arg.name))
     return cases
+
+
+_NOT_A_NUMBER = ("1", TypeError)
+_NON_FINITE = [(float("nan"), ValueError), (float("inf"), ValueError)]
+#: bad values of each scalar kind of argument, with the exception each must raise
+_BAD_SCALARS = {
+    "temperature": [(0.0, ValueError), (-1.0, ValueError), *_NON_FINITE, _NOT_A_NUMBER],
+    "weight": [(-1.0, ValueError), *_NON_FINITE, _NOT_A_NUMBER],
+    "fraction": [(-0.1, ValueError), (1.5, ValueError), *_NON_FINITE, _NOT_A_NUMBER],
+    "real": [*_NON_FINITE, _NOT_A_NUMBER],
+}
 
 
 def _converter(side: str, device: str) -> Callable[[np.ndarray], Any]:

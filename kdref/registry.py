@@ -33,8 +33,9 @@ class Arg:
     """One argument of a loss and its role, from which bad inputs are generated.
 
     ``kind`` is one of ``"logits"`` (a float ``[N, C]`` array), ``"logits_list"`` (a list of
-    them), ``"labels"`` (integer ``[N]``), ``"temperature"`` (a real number > 0). ``like`` names
-    the argument whose shape, dtype and device this one must share.
+    them), ``"labels"`` (integer ``[N]``), ``"temperature"`` (a real number > 0), ``"weight"``
+    (a real number ≥ 0), ``"fraction"`` (a real number in [0, 1]) or ``"real"`` (any finite
+    real number). ``like`` names the argument whose shape, dtype and device this one must share.
     """
 
     name: str

@@ -87,10 +87,10 @@ METHOD = Method(
         Loss("soft_target_loss", ref.soft_target_loss, "kdref.torch.st:soft_target_loss", ref.CONVENTIONS,
              _PAIR, lambda convention, gradient: strategies.st_inputs(gradient=gradient)),
         Loss("hinton_kd_objective", ref.hinton_kd_objective, "kdref.torch.st:hinton_kd_objective",
-             ref.HINTON_CONVENTIONS, (*_PAIR, _LABELS),
+             ref.HINTON_CONVENTIONS, (*_PAIR, _LABELS, Arg("soft_weight", "weight"), Arg("hard_weight", "weight")),
              lambda convention, gradient: strategies.hinton_inputs(gradient=gradient)),
         Loss("torchdistill_kd_loss", ref.torchdistill_kd_loss, "kdref.torch.st:torchdistill_kd_loss",
-             ref.TORCHDISTILL_CONVENTIONS, _PAIR,
+             ref.TORCHDISTILL_CONVENTIONS, (*_PAIR, _LABELS, Arg("alpha", "real"), Arg("beta", "real")),
              lambda convention, gradient: strategies.torchdistill_inputs(gradient=gradient)),
     ),
     properties=(

@@ -5,7 +5,6 @@ Each helper exists once here; the method modules import them. NumPy only.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,7 +13,6 @@ __all__ = [
     "as_float_array",
     "check_labels",
     "check_same_shape",
-    "check_temperature",
     "log_softmax",
     "reduce_batch",
     "softmax",
@@ -71,16 +69,6 @@ def check_same_shape(name: str, x: np.ndarray, ref_name: str, ref: np.ndarray) -
         raise ValueError(f"{name} must have the shape of {ref_name} {ref.shape}, got {x.shape}")
     if x.dtype != ref.dtype:
         raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
-
-
-def check_temperature(T) -> float:
-    """The temperature must be a real number with ``0 < T < inf``."""
-    if isinstance(T, bool) or not isinstance(T, numbers.Real):
-        raise TypeError(f"T must be a real number, got {type(T).__name__}")
-    T = float(T)
-    if not (np.isfinite(T) and T > 0):
-        raise ValueError(f"T must be finite and > 0, got {T}")
-    return T
 
 
 def check_labels(labels, n: int, num_classes: int) -> np.ndarray:

@@ -13,10 +13,9 @@ training loop, not to the loss, so these functions take the peer logits as input
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from kdref._scalars import check_real
 from kdref.conventions import Conventions
 from kdref.reference._common import (
     as_float_array,
@@ -101,9 +100,7 @@ def _check_cohort(z_self, z_peers) -> tuple[np.ndarray, list[np.ndarray]]:
 def _mimicry_per_sample(z_self, z_peers, knobs) -> np.ndarray:
     if knobs["single_peer"] and len(z_peers) != 1:
         raise ValueError(f"z_peers must hold exactly one peer for this convention (K = 2), got {len(z_peers)}")
-    epsilon = knobs["epsilon"]
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not 0 <= epsilon < 1:
-        raise ValueError(f"epsilon must be a real number in [0, 1), got {epsilon!r}")
+    epsilon = check_real("epsilon", knobs["epsilon"], low=0.0, high=1.0)
     if epsilon == 0:
         terms = [mutual_kl_per_sample(z_self, z_l) for z_l in z_peers]
     else:
@@ -208,9 +205,7 @@ def dml_network_loss(
     )
     z_self, z_peers = _check_cohort(z_self, z_peers)
     labels = check_labels(labels, *z_self.shape)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
-            or not 0 <= label_smoothing <= 1:
-        raise ValueError(f"label_smoothing must be a real number in [0, 1], got {label_smoothing!r}")
+    label_smoothing = check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
     per_sample = _cross_entropy_per_sample(z_self, labels, label_smoothing) + _mimicry_per_sample(
         z_self, z_peers, knobs
     )

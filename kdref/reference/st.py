@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdref._scalars import check_real, check_temperature
 from kdref.conventions import Conventions
-from kdref.reference._common import (
-    as_float_array,
-    check_labels,
-    check_same_shape,
-    check_temperature,
-    log_softmax,
-)
+from kdref.reference._common import as_float_array, check_labels, check_same_shape, log_softmax
 
 __all__ = [
     "CONVENTIONS",
@@ -251,6 +246,8 @@ def hinton_kd_objective(
     T = check_temperature(T)
     student, teacher = _check_logit_pair(student, teacher)
     labels = check_labels(labels, *student.shape)
+    soft_weight = check_real("soft_weight", soft_weight, low=0.0)
+    hard_weight = check_real("hard_weight", hard_weight, low=0.0)
     soft = _soft_term(student, teacher, T, knobs["divergence"], "none")
     per_sample = soft_weight * T**2 * soft + hard_weight * hard_ce_per_sample(student, labels)
     if knobs["reduction"] == "none":
@@ -300,6 +297,8 @@ def torchdistill_kd_loss(
     T = check_temperature(T)
     student, teacher = _check_logit_pair(student, teacher)
     kl = _soft_term(student, teacher, T, "kl", knobs["reduction"])
+    alpha = None if alpha is None else check_real("alpha", alpha)
+    beta = None if beta is None else check_real("beta", beta)
     if alpha is None or alpha == 0 or labels is None:
         return kl
     labels = check_labels(labels, *student.shape)

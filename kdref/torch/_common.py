@@ -8,8 +8,6 @@ it is skipped (it would break the graph), the shape checks still run.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
 __all__ = [
@@ -18,7 +16,6 @@ __all__ = [
     "check_labels",
     "check_same_like",
     "check_sequence",
-    "check_temperature",
     "reduce_batch",
 ]
 
@@ -54,16 +51,6 @@ def check_same_like(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor
         raise ValueError(f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(x.shape)}")
     if x.dtype != ref.dtype:
         raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
-
-
-def check_temperature(T) -> float:
-    """The temperature must be a real number with ``0 < T < inf``."""
-    if isinstance(T, bool) or not isinstance(T, numbers.Real):
-        raise TypeError(f"T must be a real number, got {type(T).__name__}")
-    T = float(T)
-    if not (T > 0 and T != float("inf")):
-        raise ValueError(f"T must be finite and > 0, got {T}")
-    return T
 
 
 def check_labels(labels, n: int, num_classes: int, device: torch.device) -> torch.Tensor:

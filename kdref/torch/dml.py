@@ -8,10 +8,10 @@ log-softmax and one reduction, with no Python loop over peers or samples. Peers 
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
+from kdref._scalars import check_real
 from kdref.reference.dml import CONVENTIONS, ENSEMBLE_CONVENTIONS
 from kdref.torch._common import (
     accumulation_dtype,
@@ -39,9 +39,7 @@ def _check_cohort(z_self, z_peers) -> tuple[torch.Tensor, torch.Tensor]:
 def _mimicry_per_sample(z_self: torch.Tensor, peers: torch.Tensor, knobs) -> torch.Tensor:
     if knobs["single_peer"] and peers.shape[0] != 1:
         raise ValueError(f"z_peers must hold exactly one peer for this convention (K = 2), got {peers.shape[0]}")
-    epsilon = knobs["epsilon"]
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not 0 <= epsilon < 1:
-        raise ValueError(f"epsilon must be a real number in [0, 1), got {epsilon!r}")
+    epsilon = check_real("epsilon", knobs["epsilon"], low=0.0, high=1.0)
     if epsilon == 0:
         log_p_peers = torch.log_softmax(peers, dim=-1)
         kl = (log_p_peers.exp() * (log_p_peers - torch.log_softmax(z_self, dim=-1))).sum(dim=-1)
@@ -101,10 +99,8 @@ def dml_network_loss(
     )
     z_self, peers = _check_cohort(z_self, z_peers)
     labels = check_labels(labels, *z_self.shape, device=z_self.device)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
-            or not 0 <= label_smoothing <= 1:
-        raise ValueError(f"label_smoothing must be a real number in [0, 1], got {label_smoothing!r}")
-    ce = torch.nn.functional.cross_entropy(z_self, labels, reduction="none", label_smoothing=float(label_smoothing))
+    label_smoothing = check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    ce = torch.nn.functional.cross_entropy(z_self, labels, reduction="none", label_smoothing=label_smoothing)
     return reduce_batch(ce + _mimicry_per_sample(z_self, peers, knobs), knobs["reduction"])
 
 

@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from kdref._scalars import check_real, check_temperature
 from kdref.reference.st import CONVENTIONS, HINTON_CONVENTIONS, TORCHDISTILL_CONVENTIONS
-from kdref.torch._common import (
-    accumulation_dtype,
-    check_float_tensor,
-    check_labels,
-    check_same_like,
-    check_temperature,
-)
+from kdref.torch._common import accumulation_dtype, check_float_tensor, check_labels, check_same_like
 
 __all__ = ["hinton_kd_objective", "soft_target_loss", "torchdistill_kd_loss"]
 
@@ -117,6 +112,8 @@ def hinton_kd_objective(
     T = check_temperature(T)
     student, teacher = _check_logit_pair(student, teacher)
     labels = check_labels(labels, *student.shape, device=student.device)
+    soft_weight = check_real("soft_weight", soft_weight, low=0.0)
+    hard_weight = check_real("hard_weight", hard_weight, low=0.0)
     soft = _soft_per_sample(student, teacher, T, knobs["divergence"])
     per_sample = soft_weight * T**2 * soft + hard_weight * _hard_ce_per_sample(student, labels)
     if knobs["reduction"] == "none":
@@ -143,6 +140,8 @@ def torchdistill_kd_loss(
     T = check_temperature(T)
     student, teacher = _check_logit_pair(student, teacher)
     kl = _reduce_soft(_soft_per_sample(student, teacher, T, "kl"), knobs["reduction"], student.shape[1])
+    alpha = None if alpha is None else check_real("alpha", alpha)
+    beta = None if beta is None else check_real("beta", beta)
     if alpha is None or alpha == 0 or labels is None:
         return kl
     labels = check_labels(labels, *student.shape, device=student.device)
