@@ -381,7 +381,7 @@ def check_gradcheck(case: Case, device: str = "cpu", max_examples: int = 8) -> R
             torch.autograd.gradcheck(f, wrt, raise_exception=True)
             if loss.supports_gradgrad:
                 torch.autograd.gradgradcheck(f, wrt, raise_exception=True)
-            _check_constants(loss, args, case.convention)
+            _check_constants(loss, inputs, case.convention, device)
 
         return _hypothesis(loss.inputs(case.convention, gradient=True), body, max_examples)
 
@@ -389,37 +389,31 @@ def check_gradcheck(case: Case, device: str = "cpu", max_examples: int = 8) -> R
 
 
 def _float_tensors(value) -> list:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return [value] if value.is_floating_point() else []
+    """The floating-point tensors in an argument (a tensor, or a list of them)."""
     if isinstance(value, list):
         return [t for v in value for t in _float_tensors(v)]
-    return []
+    return [value] if hasattr(value, "is_floating_point") and value.is_floating_point() else []
 
 
-def _check_constants(loss: Loss, args: dict, convention: str) -> None:
-    constants = [t.detach().requires_grad_(True) for name, v in args.items() if name not in loss.differentiable
-                 for t in _float_tensors(v)]
-    if not constants:
-        return
-    it = iter(constants)
-    swapped = {name: (v if name in loss.differentiable else _replace_floats(v, it)) for name, v in args.items()}
-    out = loss.torch(**swapped, convention=convention).sum()
-    grads = [g for g in __import__("torch").autograd.grad(out, constants, allow_unused=True) if g is not None]
-    if any(bool((g != 0).any()) for g in grads):
-        raise AssertionError(f"a constant input ({', '.join(n for n in args if n not in loss.differentiable)}) "
-                             "received a gradient: it must be detached")
-
-
-def _replace_floats(value, replacements):
+def _check_constants(loss: Loss, inputs: Mapping[str, Any], convention: str, device: str) -> None:
+    """Inputs outside ``loss.differentiable`` (teacher, peers) are constants: no gradient reaches them."""
     import torch
 
-    if isinstance(value, torch.Tensor):
-        return next(replacements) if value.is_floating_point() else value
-    if isinstance(value, list):
-        return [_replace_floats(v, replacements) for v in value]
-    return value
+    args = {k: to_torch(v, torch.float64, device) for k, v in inputs.items()}
+    constants = []
+    for name, value in args.items():
+        for tensor in _float_tensors(value):
+            tensor.requires_grad_(True)
+            if name not in loss.differentiable:
+                constants.append((name, tensor))
+    if not constants:
+        return
+    out = loss.torch(**args, convention=convention).sum()
+    grads = torch.autograd.grad(out, [t for _, t in constants], allow_unused=True)
+    leaking = sorted({name for (name, _), g in zip(constants, grads, strict=True)
+                      if g is not None and bool((g != 0).any())})
+    if leaking:
+        raise AssertionError(f"{', '.join(leaking)} received a gradient: a constant input must be detached")
 
 
 def check_fd_gradient(case: Case, device: str = "cpu", max_examples: int = 10) -> Result:

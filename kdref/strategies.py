@@ -13,7 +13,7 @@ that the method's loss accepts, so another project can test its own loss with th
 
 The draws lean on the edge cases where implementations part ways: ties, teacher equal to the
 student (or equal up to a per-row shift), logits of size ±1e4, a batch of one, two classes.
-With ``gradient=True`` the magnitudes stay moderate (|logit| ≤ 10), where finite differences are
+With ``gradient=True`` the magnitudes stay moderate (``|logit| ≤ 10``), where finite differences are
 accurate enough to check a gradient against.
 """
 
