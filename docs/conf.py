@@ -33,7 +33,7 @@ extensions = [
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", ".gitignore"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 
 # -- MyST ------------------------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
@@ -56,6 +56,8 @@ for notebook in sorted((ROOT / "tutorials").glob("*.ipynb")):
         shutil.copy2(notebook, target)
 
 nbsphinx_execute = "always"
+# the notebook kernel is a subprocess: let it import this checkout's kdref even when not installed
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 nbsphinx_kernel_name = "python3"  # jupyter_client runs ipykernel's "python" with sys.executable
 nbsphinx_timeout = 120
 nbsphinx_allow_errors = False
@@ -75,6 +77,7 @@ html_theme = "alabaster"
 html_theme_options = {
     "description": "Reference implementations of the classic knowledge-distillation losses",
     "page_width": "1240px",
+    "body_max_width": "none",
     "sidebar_width": "230px",
     "fixed_sidebar": True,
     "show_relbars": True,

@@ -33,6 +33,41 @@ from kdref.registry import GOLDEN_DIR, Loss, Method
 NOT_PRINTED = "—"
 
 
+# -- docutils nodes ---------------------------------------------------------------------------
+
+Cell = list  # the pieces of one table cell: text and inline nodes
+
+
+def code(text: str) -> nodes.literal:
+    return nodes.literal(text=text)
+
+
+def paragraph(*parts: str | nodes.Node) -> nodes.paragraph:
+    """A paragraph of text and inline nodes."""
+    para = nodes.paragraph()
+    para += [nodes.Text(part) if isinstance(part, str) else part for part in parts]
+    return para
+
+
+def joined(parts: Sequence[str | nodes.Node], separator: str = ", ") -> list[str | nodes.Node]:
+    return [piece for i, part in enumerate(parts) for piece in ([separator] if i else []) + [part]]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Cell]], widths: Sequence[int]) -> nodes.table:
+    tgroup = nodes.tgroup(cols=len(header))
+    tgroup += [nodes.colspec(colwidth=w) for w in widths]
+
+    def row(cells: Sequence[Cell]) -> nodes.row:
+        return nodes.row("", *(nodes.entry("", paragraph(*cell)) for cell in cells))
+
+    tgroup += nodes.thead("", row([[text] for text in header]))
+    tgroup += nodes.tbody("", *(row(cells) for cells in rows))
+    return nodes.table("", tgroup, classes=["kdref-conventions"])
+
+
+# -- the tables' contents ---------------------------------------------------------------------
+
+
 def format_value(value: Any) -> str:
     """A loss value with 8 significant digits (the precision the specs print)."""
     array = np.asarray(value, dtype=np.float64)
@@ -86,7 +121,7 @@ def printed_value(method: Method, loss: Loss, convention: str, args: Mapping[str
     return NOT_PRINTED
 
 
-def conventions_rows(method: Method, loss: Loss) -> list[list[str]]:
+def conventions_rows(method: Method, loss: Loss) -> list[list[Cell]]:
     """One row per convention name: name, description, knobs set, computed value, printed value."""
     conventions = loss.conventions
     args = worked_example(method, loss)
@@ -94,48 +129,21 @@ def conventions_rows(method: Method, loss: Loss) -> list[list[str]]:
     rows = []
     for name in conventions.names:
         preset = conventions.canonical(name)
-        description = conventions.descriptions.get(preset, "")
+        label: Cell = [code(name)] + ([" (default)"] if name == conventions.default else [])
+        description: Cell = [conventions.descriptions.get(preset, "")]
         if name != preset:
-            description = f"alias of {preset!r}: {description}"
-        if name == conventions.default:
-            description += " (default)"
-        knobs = format_knobs(conventions.presets[preset]) or "none (the defaults)"
+            description = ["alias of ", code(preset), ": ", *description]
+        knobs = format_knobs(conventions.presets[preset])
         try:
             computed = format_value(loss.reference(**inputs, convention=name))
         except (ValueError, TypeError) as exc:  # a convention that refuses this example
             computed = f"{type(exc).__name__}: {exc}"
-        rows.append([name, description, knobs, computed, printed_value(method, loss, name, args)])
+        rows.append([label, description, [code(knobs)] if knobs else ["none (the defaults)"], [computed],
+                     [printed_value(method, loss, name, args)]])
     return rows
 
 
-def code(text: str) -> nodes.literal:
-    return nodes.literal(text=text)
-
-
-def paragraph(*parts: str | nodes.Node) -> nodes.paragraph:
-    """A paragraph of text and inline nodes."""
-    para = nodes.paragraph()
-    para += [nodes.Text(part) if isinstance(part, str) else part for part in parts]
-    return para
-
-
-def joined(parts: Sequence[str | nodes.Node], separator: str = ", ") -> list[str | nodes.Node]:
-    return [piece for i, part in enumerate(parts) for piece in ([separator] if i else []) + [part]]
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int],
-          code_columns: Sequence[int] = ()) -> nodes.table:
-    """A docutils table; the cells of ``code_columns`` are set as inline code."""
-    tgroup = nodes.tgroup(cols=len(header))
-    tgroup += [nodes.colspec(colwidth=w) for w in widths]
-
-    def row(cells: Sequence[str], as_code: Sequence[int] = ()) -> nodes.row:
-        return nodes.row("", *(nodes.entry("", paragraph(code(text) if i in as_code else text))
-                               for i, text in enumerate(cells)))
-
-    tgroup += nodes.thead("", row(header))
-    tgroup += nodes.tbody("", *(row(cells, code_columns) for cells in rows))
-    return nodes.table("", tgroup, classes=["kdref-conventions"])
+# -- directives ------------------------------------------------------------------------------
 
 
 class MethodDirective(SphinxDirective):
@@ -166,7 +174,7 @@ class ConventionsDirective(MethodDirective):
             section += table(
                 ["convention", "what it computes", "knobs it sets", "value (reference, computed)",
                  "value printed in the spec"],
-                conventions_rows(method, loss), widths=[12, 40, 20, 14, 14], code_columns=(0, 2),
+                conventions_rows(method, loss), widths=[14, 40, 20, 13, 13],
             )
             out.append(section)
         return out
