@@ -52,6 +52,17 @@ class Tolerance:
     atol: float
 
 
+#: Tolerances for losses on logits-sized inputs: float64 agreement at ~1e-10 relative (atol is
+#: per unit of the method's error scale), float32 and bfloat16-under-autocast (accumulated in
+#: float32) at ~100 float32 ulps, and finite differences of the reference (``fd``).
+STANDARD_TOLERANCES = {
+    "float64": Tolerance(1e-10, 1e-14),
+    "float32": Tolerance(1e-5, 1e-6),
+    "bfloat16": Tolerance(1e-5, 1e-6),
+    "fd": Tolerance(1e-6, 1e-8),
+}
+
+
 @dataclass(frozen=True)
 class Loss:
     """One loss function of a method, implemented on both sides."""
@@ -118,7 +129,7 @@ class Method:
     family: str
     losses: tuple[Loss, ...]
     properties: tuple[Property, ...] = ()
-    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(STANDARD_TOLERANCES))
     error_scale: Callable[[Mapping[str, Any]], float] | None = None
 
     @property

@@ -115,11 +115,5 @@ METHOD = Method(
         Property("network = CE + mimicry", network_is_ce_plus_mimicry.__doc__, network_is_ce_plus_mimicry,
                  ("dml_network_loss/*",)),
     ),
-    tolerances={
-        "float64": Tolerance(1e-10, 1e-14),
-        "float32": Tolerance(1e-5, 1e-6),
-        "bfloat16": Tolerance(1e-5, 1e-6),
-        "fd": Tolerance(1e-6, 1e-8),
-    },
     error_scale=_scale,
 )

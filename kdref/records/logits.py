@@ -73,11 +73,5 @@ METHOD = Method(
                  ("*/center",)),
         Property("gradient = (s − t)/N", gradient_is_residual.__doc__, gradient_is_residual, ("*/paper",)),
     ),
-    tolerances={
-        "float64": Tolerance(1e-10, 1e-14),
-        "float32": Tolerance(1e-5, 1e-6),
-        "bfloat16": Tolerance(1e-5, 1e-6),
-        "fd": Tolerance(1e-6, 1e-8),
-    },
     error_scale=_scale,
 )

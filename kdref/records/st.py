@@ -106,11 +106,5 @@ METHOD = Method(
         Property("hard term = cross-entropy", hard_term_is_cross_entropy.__doc__, hard_term_is_cross_entropy,
                  ("hinton_kd_objective/*",)),
     ),
-    tolerances={
-        "float64": Tolerance(1e-10, 1e-14),
-        "float32": Tolerance(1e-5, 1e-6),
-        "bfloat16": Tolerance(1e-5, 1e-6),
-        "fd": Tolerance(1e-6, 1e-8),
-    },
     error_scale=_scale,
 )
