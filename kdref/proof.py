@@ -168,29 +168,52 @@ def subject(case: Case, side: str, device: str = "cpu") -> Subject:
 
 
 def fd_gradient(f: Callable, inputs: Mapping[str, Any], wrt: str, h: float = 1e-6) -> np.ndarray:
-    """Central finite differences of ``sum(f(**inputs))`` with respect to ``inputs[wrt]``,
-    with a step of ``h`` relative to each entry's magnitude."""
-    x = np.asarray(inputs[wrt], dtype=np.float64)
-    grad = np.zeros_like(x)
-    for index in np.ndindex(x.shape):
-        step = h * max(1.0, abs(x[index]))
-        plus, minus = x.copy(), x.copy()
-        plus[index] += step
-        minus[index] -= step
-        f_plus = np.sum(f(**{**inputs, wrt: plus}))
-        f_minus = np.sum(f(**{**inputs, wrt: minus}))
-        grad[index] = (f_plus - f_minus) / (2 * step)
-    return grad
+    """Central finite differences of ``sum(f(**inputs))`` with respect to ``inputs[wrt]`` (an
+    array, or a list of arrays: then the gradients are concatenated flat), with a step of ``h``
+    relative to each entry's magnitude."""
+    leaves = [np.asarray(x, dtype=np.float64) for x in _leaves(inputs[wrt])]
+    grads = []
+    for k, x in enumerate(leaves):
+        grad = np.zeros_like(x)
+        for index in np.ndindex(x.shape):
+            step = h * max(1.0, abs(x[index]))
+            values = []
+            for sign in (1, -1):
+                moved = x.copy()
+                moved[index] += sign * step
+                arg = moved if len(leaves) == 1 and not isinstance(inputs[wrt], (list, tuple)) \
+                    else [moved if i == k else leaf for i, leaf in enumerate(leaves)]
+                values.append(np.sum(f(**{**inputs, wrt: arg})))
+            grad[index] = (values[0] - values[1]) / (2 * step)
+        grads.append(grad)
+    return grads[0] if not isinstance(inputs[wrt], (list, tuple)) else np.concatenate([g.ravel() for g in grads])
 
 
 def torch_gradient(fn: Callable, inputs: Mapping[str, Any], wrt: str, device: str = "cpu") -> np.ndarray:
-    """Autograd gradient of ``sum(fn(**inputs))`` with respect to ``inputs[wrt]``, in float64."""
+    """Autograd gradient of ``sum(fn(**inputs))`` with respect to ``inputs[wrt]``, in float64
+    (flat and concatenated when ``inputs[wrt]`` is a list)."""
     import torch
 
     args = {k: to_torch(v, torch.float64, device) for k, v in inputs.items()}
-    args[wrt].requires_grad_(True)
-    (gradient,) = torch.autograd.grad(fn(**args).sum(), args[wrt])
-    return to_numpy(gradient)
+    leaves = [t.requires_grad_(True) for t in _leaves(args[wrt])]
+    grads = torch.autograd.grad(fn(**args).sum(), leaves)
+    if not isinstance(inputs[wrt], (list, tuple)):
+        return to_numpy(grads[0])
+    return np.concatenate([to_numpy(g).ravel() for g in grads])
+
+
+def _leaves(value) -> list:
+    """The arrays or tensors of an argument: itself, or the items of a (nested) list."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def _replace_leaves(value, replacements):
+    """``value`` with its leaves taken, in order, from the iterator ``replacements``."""
+    if isinstance(value, (list, tuple)):
+        return [_replace_leaves(v, replacements) for v in value]
+    return next(replacements)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,10 +395,11 @@ def check_gradcheck(case: Case, device: str = "cpu", max_examples: int = 8) -> R
     def action(worst: _Worst) -> int:
         def body(inputs):
             args = {k: to_torch(v, torch.float64, device) for k, v in inputs.items()}
-            wrt = tuple(args[name].requires_grad_(True) for name in loss.differentiable)
+            wrt = tuple(t.requires_grad_(True) for name in loss.differentiable for t in _leaves(args[name]))
 
             def f(*xs):
-                replaced = dict(zip(loss.differentiable, xs, strict=True))
+                leaves = iter(xs)
+                replaced = {name: _replace_leaves(args[name], leaves) for name in loss.differentiable}
                 return loss.torch(**{**args, **replaced}, convention=case.convention)
 
             torch.autograd.gradcheck(f, wrt, raise_exception=True)
@@ -390,9 +414,7 @@ def check_gradcheck(case: Case, device: str = "cpu", max_examples: int = 8) -> R
 
 def _float_tensors(value) -> list:
     """The floating-point tensors in an argument (a tensor, or a list of them)."""
-    if isinstance(value, list):
-        return [t for v in value for t in _float_tensors(v)]
-    return [value] if hasattr(value, "is_floating_point") and value.is_floating_point() else []
+    return [t for t in _leaves(value) if hasattr(t, "is_floating_point") and t.is_floating_point()]
 
 
 def _check_constants(loss: Loss, inputs: Mapping[str, Any], convention: str, device: str) -> None:
@@ -484,11 +506,8 @@ class BadInput:
 def bad_inputs(case: Case, side: str, device: str = "cpu") -> list[BadInput]:
     """Malformed variants of the case's first worked example, generated from the argument roles."""
     base = golden_arguments(case.method, golden_examples(case)[0])
-    if side == "torch":
-        import torch
-
-        base = {k: to_torch(v, torch.float64, device) for k, v in base.items()}
-    convert = _converter(side, device)
+    ops = _ArrayOps(side, device)
+    base = {k: ops.convert(v) for k, v in base.items()}
     cases: list[BadInput] = [BadInput("unknown convention", {**base, "convention": "no-such-convention"},
                                       ValueError, "no-such-convention")]
     for arg in case.loss.args:
@@ -498,26 +517,26 @@ def bad_inputs(case: Case, side: str, device: str = "cpu") -> list[BadInput]:
         if arg.name not in base:
             continue
         x = base[arg.name]
-        if arg.kind == "logits":
-            cases += _bad_float_array(arg, x, base, convert, side)
-        elif arg.kind == "logits_list":
+        if arg.kind in ("logits", "features"):
+            cases += _bad_float_array(arg, x, base, ops)
+        elif arg.kind.endswith("_list"):
+            n = arg.name
             cases += [
-                BadInput(f"{arg.name} empty", {**base, arg.name: []}, ValueError, arg.name),
-                BadInput(f"{arg.name} not a list", {**base, arg.name: x[0]}, TypeError, arg.name),
-                BadInput(f"{arg.name}[0] of another shape", {**base, arg.name: [x[0][:, :-1]]}, ValueError,
-                         f"{arg.name}[0]"),
-                BadInput(f"{arg.name}[0] non-finite", {**base, arg.name: [_with_value(x[0], np.nan, convert)]},
-                         ValueError, f"{arg.name}[0]"),
+                BadInput(f"{n} empty", {**base, n: []}, ValueError, n),
+                BadInput(f"{n} not a list", {**base, n: x[0]}, TypeError, n),
+                BadInput(f"{n}[0] of another rank", {**base, n: [x[0][0], *x[1:]]}, ValueError, f"{n}[0]"),
+                BadInput(f"{n}[0] non-finite", {**base, n: [ops.with_nan(x[0]), *x[1:]]}, ValueError, f"{n}[0]"),
             ]
         elif arg.kind == "labels":
-            n_classes = _num_classes(base)
+            n_classes = int(next(v for v in base.values() if getattr(v, "ndim", 0) == 2).shape[1])
             cases += [
-                BadInput("labels out of range", {**base, arg.name: convert(np.full(len(x), n_classes))},
+                BadInput("labels out of range", {**base, arg.name: ops.convert(np.full(len(x), n_classes))},
                          ValueError, arg.name),
-                BadInput("negative labels", {**base, arg.name: convert(np.full(len(x), -1))}, ValueError, arg.name),
-                BadInput("float labels", {**base, arg.name: convert(np.zeros(len(x)))}, TypeError, arg.name),
-                BadInput("labels of another length", {**base, arg.name: convert(np.zeros(len(x) + 1, np.int64))},
+                BadInput("negative labels", {**base, arg.name: ops.convert(np.full(len(x), -1))},
                          ValueError, arg.name),
+                BadInput("float labels", {**base, arg.name: ops.convert(np.zeros(len(x)))}, TypeError, arg.name),
+                BadInput("labels of another length",
+                         {**base, arg.name: ops.convert(np.zeros(len(x) + 1, np.int64))}, ValueError, arg.name),
             ]
             if side == "torch":
                 cases.append(BadInput("labels on another device", {**base, arg.name: x.to("meta")},
@@ -536,45 +555,65 @@ _BAD_SCALARS = {
 }
 
 
-def _converter(side: str, device: str) -> Callable[[np.ndarray], Any]:
-    if side == "reference":
-        return lambda a: a
-    import torch
+class _ArrayOps:
+    """The few array operations the bad-input generator needs, for NumPy or torch inputs."""
 
-    return lambda a: torch.as_tensor(a, device=device)
+    def __init__(self, side: str, device: str) -> None:
+        self.side, self.device = side, device
+
+    def convert(self, value):
+        if self.side == "reference":
+            return value
+        import torch
+
+        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
+            return torch.as_tensor(value, dtype=torch.float64, device=self.device)
+        return to_torch(value, torch.float64, self.device)
+
+    def with_nan(self, x):
+        y = x.copy() if self.side == "reference" else x.clone()
+        y.reshape(-1)[0] = np.nan
+        return y
+
+    def with_inf(self, x):
+        y = x.copy() if self.side == "reference" else x.clone()
+        y.reshape(-1)[-1] = np.inf
+        return y
+
+    def as_int(self, x):
+        return x.astype(np.int64) if self.side == "reference" else x.long()
+
+    def as_float32(self, x):
+        return x.astype(np.float32) if self.side == "reference" else x.float()
+
+    def one_more_sample(self, x):
+        if self.side == "reference":
+            return np.concatenate([x, x[:1]])
+        import torch
+
+        return torch.cat([x, x[:1]])
 
 
-def _num_classes(base: Mapping[str, Any]) -> int:
-    for v in base.values():
-        if hasattr(v, "shape") and len(v.shape) == 2:
-            return int(v.shape[1])
-    raise AssertionError("no [N, C] input to take the number of classes from")
-
-
-def _with_value(x, value, convert):
-    y = np.array(x.tolist() if hasattr(x, "tolist") else x, dtype=np.float64)
-    y.flat[0] = value
-    return convert(y).to(x.dtype) if hasattr(x, "to") else y
-
-
-def _bad_float_array(arg, x, base, convert, side) -> list[BadInput]:
+def _bad_float_array(arg, x, base, ops: _ArrayOps) -> list[BadInput]:
     n = arg.name
-    as_int = convert(np.zeros(tuple(x.shape), dtype=np.int64))
     cases = [
-        BadInput(f"{n} 1-D", {**base, n: x[0]}, ValueError, n),
-        BadInput(f"{n} 3-D", {**base, n: x[None]}, ValueError, n),
+        BadInput(f"{n} of one rank less", {**base, n: x[0]}, ValueError, n),
+        BadInput(f"{n} of one rank more", {**base, n: x[None]}, ValueError, n),
         BadInput(f"{n} empty batch", {**base, n: x[:0]}, ValueError, n),
-        BadInput(f"{n} with NaN", {**base, n: _with_value(x, np.nan, convert)}, ValueError, n),
-        BadInput(f"{n} with inf", {**base, n: _with_value(x, np.inf, convert)}, ValueError, n),
-        BadInput(f"{n} integer dtype", {**base, n: as_int}, TypeError, n),
+        BadInput(f"{n} with NaN", {**base, n: ops.with_nan(x)}, ValueError, n),
+        BadInput(f"{n} with inf", {**base, n: ops.with_inf(x)}, ValueError, n),
+        BadInput(f"{n} integer dtype", {**base, n: ops.as_int(x)}, TypeError, n),
     ]
     if arg.like is not None:
-        float32 = x.astype(np.float32) if side == "reference" else x.float()
         cases += [
-            BadInput(f"{n} of another shape than {arg.like}", {**base, n: x[:, :-1]}, ValueError, n),
-            BadInput(f"{n} float32, {arg.like} float64", {**base, n: float32}, TypeError, n),
+            BadInput(f"{n} with another batch size than {arg.like}", {**base, n: ops.one_more_sample(x)},
+                     ValueError, n),
+            BadInput(f"{n} float32, {arg.like} float64", {**base, n: ops.as_float32(x)}, TypeError, n),
         ]
-        if side == "torch":
+        if arg.match in ("shape", "batch_spatial") and x.shape[-1] > 1:
+            what = "shape" if arg.match == "shape" else "spatial size"
+            cases.append(BadInput(f"{n} of another {what} than {arg.like}", {**base, n: x[..., :-1]}, ValueError, n))
+        if ops.side == "torch":
             cases.append(BadInput(f"{n} on another device than {arg.like}", {**base, n: x.to("meta")}, ValueError, n))
     return cases
 

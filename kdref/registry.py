@@ -32,15 +32,19 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 class Arg:
     """One argument of a loss and its role, from which bad inputs are generated.
 
-    ``kind`` is one of ``"logits"`` (a float ``[N, C]`` array), ``"logits_list"`` (a list of
-    them), ``"labels"`` (integer ``[N]``), ``"temperature"`` (a real number > 0), ``"weight"``
+    ``kind`` is one of ``"logits"`` (a float ``[N, C]`` array), ``"features"`` (a float
+    ``[N, C, H, W]`` array), ``"logits_list"`` / ``"features_list"`` (a list of them),
+    ``"labels"`` (integer ``[N]``), ``"temperature"`` (a real number > 0), ``"weight"``
     (a real number ≥ 0), ``"fraction"`` (a real number in [0, 1]) or ``"real"`` (any finite
-    real number). ``like`` names the argument whose shape, dtype and device this one must share.
+    real number). ``like`` names the argument whose batch size, dtype and device this one must
+    share, and ``match`` what else: the whole ``"shape"``, the spatial size (``"batch_spatial"``,
+    when no spatial rule is chosen) or nothing more (``"batch"``, e.g. channel counts may differ).
     """
 
     name: str
     kind: str
     like: str | None = None
+    match: str = "shape"
 
 
 @dataclass(frozen=True)

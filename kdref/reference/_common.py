@@ -102,3 +102,68 @@ def reduce_batch(per_sample: np.ndarray, reduction: str) -> np.ndarray | float:
     if reduction == "none":
         return per_sample
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def check_same_batch(name: str, x: np.ndarray, ref_name: str, ref: np.ndarray) -> None:
+    """``x`` must have the batch size and the floating dtype of ``ref`` (other axes may differ)."""
+    if x.shape[0] != ref.shape[0]:
+        raise ValueError(f"{name} must have the batch size of {ref_name} ({ref.shape[0]}), got shape {x.shape}")
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12, eps_mode: str = "clamp") -> np.ndarray:
+    r"""Divide ``x`` by its :math:`\ell_2` norm along ``axis``, with an explicit rule for tiny norms.
+
+    ``"clamp"``: :math:`x/\max(\lVert x\rVert, \epsilon)` (PyTorch's ``F.normalize``; a zero vector
+    stays 0); ``"add"``: :math:`x/(\lVert x\rVert + \epsilon)`; ``"sqrt_add"``:
+    :math:`x/\sqrt{\lVert x\rVert^2 + \epsilon}` (MXNet's ``L2Normalization``).
+    """
+    squared = np.sum(x * x, axis=axis, keepdims=True)
+    if eps_mode == "clamp":
+        return x / np.maximum(np.sqrt(squared), eps)
+    if eps_mode == "add":
+        return x / (np.sqrt(squared) + eps)
+    if eps_mode == "sqrt_add":
+        return x / np.sqrt(squared + eps)
+    raise ValueError(f"eps_mode must be 'clamp', 'add' or 'sqrt_add', got {eps_mode!r}")
+
+
+def _adaptive_windows(size_in: int, size_out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive-pooling windows: ``[floor(i·in/out), ceil((i+1)·in/out))``."""
+    return [((i * size_in) // size_out, -((-(i + 1) * size_in) // size_out)) for i in range(size_out)]
+
+
+def adaptive_pool2d(x: np.ndarray, out_hw: tuple[int, int], mode: str = "avg") -> np.ndarray:
+    """Adaptive average or max pooling of ``[N, C, H, W]`` to ``[N, C, *out_hw]``, with PyTorch's
+    window rule (windows overlap when the ratio is not an integer)."""
+    reduce = {"avg": np.mean, "max": np.max}[mode]
+    rows = _adaptive_windows(x.shape[2], out_hw[0])
+    cols = _adaptive_windows(x.shape[3], out_hw[1])
+    out = np.empty(x.shape[:2] + tuple(out_hw), dtype=x.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            out[:, :, i, j] = reduce(x[:, :, r0:r1, c0:c1], axis=(2, 3))
+    return out
+
+
+def _bilinear_weights(size_in: int, size_out: int) -> np.ndarray:
+    """``[size_out, size_in]`` interpolation matrix of PyTorch's bilinear rule with
+    ``align_corners=False``: source coordinate ``(i + 0.5)·in/out − 0.5``, clamped at 0."""
+    weights = np.zeros((size_out, size_in))
+    for i in range(size_out):
+        src = max((i + 0.5) * size_in / size_out - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), size_in - 1)
+        i1 = min(i0 + 1, size_in - 1)
+        frac = src - i0
+        weights[i, i0] += 1.0 - frac
+        weights[i, i1] += frac
+    return weights
+
+
+def resize_bilinear(x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of ``[N, C, H, W]`` to ``[N, C, *out_hw]`` (= ``F.interpolate(mode="bilinear",
+    align_corners=False)``, no antialiasing)."""
+    rows = _bilinear_weights(x.shape[2], out_hw[0])
+    cols = _bilinear_weights(x.shape[3], out_hw[1])
+    return np.einsum("ih,nchw,jw->ncij", rows, x, cols)

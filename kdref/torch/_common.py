@@ -95,3 +95,36 @@ def reduce_batch(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "none":
         return per_sample
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def check_same_batch(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    """``x`` must have the batch size, dtype and device of ``ref`` (other axes may differ)."""
+    if x.device != ref.device:
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
+    if x.shape[0] != ref.shape[0]:
+        raise ValueError(f"{name} must have the batch size of {ref_name} ({ref.shape[0]}), got shape {tuple(x.shape)}")
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
+
+
+def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float = 1e-12, eps_mode: str = "clamp") -> torch.Tensor:
+    """As :func:`kdref.reference._common.l2_normalize`: ``"clamp"``, ``"add"`` or ``"sqrt_add"``."""
+    squared = x.square().sum(dim=dim, keepdim=True)
+    if eps_mode == "clamp":
+        return x / squared.sqrt().clamp_min(eps)
+    if eps_mode == "add":
+        return x / (squared.sqrt() + eps)
+    if eps_mode == "sqrt_add":
+        return x / (squared + eps).sqrt()
+    raise ValueError(f"eps_mode must be 'clamp', 'add' or 'sqrt_add', got {eps_mode!r}")
+
+
+def adaptive_pool2d(x: torch.Tensor, out_hw: tuple[int, int], mode: str = "avg") -> torch.Tensor:
+    """Adaptive average or max pooling of ``[N, C, H, W]`` (PyTorch's window rule)."""
+    pool = {"avg": torch.nn.functional.adaptive_avg_pool2d, "max": torch.nn.functional.adaptive_max_pool2d}[mode]
+    return pool(x, tuple(out_hw))
+
+
+def resize_bilinear(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``[N, C, H, W]``, ``align_corners=False``, no antialiasing."""
+    return torch.nn.functional.interpolate(x, size=tuple(out_hw), mode="bilinear", align_corners=False)

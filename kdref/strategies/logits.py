@@ -1,21 +1,5 @@
-"""Hypothesis strategies of valid inputs for every method (public API).
-
-Each ``<method>_inputs`` strategy draws a dict of keyword arguments (NumPy arrays and numbers)
-that the method's loss accepts, so another project can test its own loss with them::
-
-    from hypothesis import given
-    from kdref import strategies
-    from kdref.reference.st import soft_target_loss
-
-    @given(strategies.st_inputs())
-    def test_my_kd_loss(inputs):
-        assert abs(my_kd_loss(**inputs) - soft_target_loss(**inputs)) < 1e-6
-
-The draws lean on the edge cases where implementations part ways: ties, teacher equal to the
-student (or equal up to a per-row shift), logits of size ±1e4, a batch of one, two classes.
-With ``gradient=True`` the magnitudes stay moderate (``|logit| ≤ 10``), where finite differences are
-accurate enough to check a gradient against.
-"""
+"""Strategies for the logit family (ST, Logits, DML): logits with ties, teacher = student,
+per-row shifts and magnitudes up to ±1e4; a batch of one, two classes."""
 
 from __future__ import annotations
 
