@@ -1,4 +1,4 @@
-"""The ``kdref`` command: ``kdref list`` and ``kdref verify``.
+"""The ``kdref`` command: ``kdref list``, ``kdref verify`` and ``kdref bench``.
 
 ``kdref verify`` runs the proof harness (:mod:`kdref.proof`) — the same checks as the test
 suite — on this machine, prints a table method × case × check with the worst error seen, and
@@ -91,6 +91,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kdref import bench
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("--device cuda: no CUDA device is available here.", file=sys.stderr)
+            return 2
+    try:
+        report = bench.run(args.method, device=args.device, repeats=args.repeats,
+                           progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(bench.markdown(report))
+    if not args.no_save:
+        for path in bench.save(report):
+            print(f"wrote {path}", file=sys.stderr)
+    missed = [c["name"] for c in report["cases"] if not all(c.get("met", {}).values())]
+    if missed:
+        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
+    return 1 if missed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kdref", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,8 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--max-examples", type=int, default=30,
                         help="Hypothesis examples per randomized check (default 30)")
     verify.add_argument("--checks", default=None, help=f"comma-separated subset of: {', '.join(CHECKS)}")
+    bench = sub.add_parser("bench", help="time and peak memory of kdref.torch vs the popular formulation")
+    bench.add_argument("method", help="a method with a benchmarks/<method>.py")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench.add_argument("--repeats", type=int, default=7, help="timed forward+backward passes per variant")
+    bench.add_argument("--no-save", action="store_true", help="print only; do not write benchmarks/results/")
     args = parser.parse_args(argv)
-    return {"list": cmd_list, "verify": cmd_verify}[args.command](args)
+    return {"list": cmd_list, "verify": cmd_verify, "bench": cmd_bench}[args.command](args)
 
 
 if __name__ == "__main__":
