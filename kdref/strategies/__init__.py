@@ -21,6 +21,7 @@ One module per family or method (``kdref/strategies/<name>.py``); everything pub
 re-exported here.
 """
 
+from kdref.strategies.at import at_inputs, at_multi_inputs
 from kdref.strategies.features import feature_maps, feature_pairs
 from kdref.strategies.logits import (
     dml_inputs,
@@ -35,6 +36,8 @@ from kdref.strategies.logits import (
 )
 
 __all__ = [
+    "at_inputs",
+    "at_multi_inputs",
     "dml_inputs",
     "feature_maps",
     "feature_pairs",
