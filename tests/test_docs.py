@@ -24,6 +24,7 @@ METHOD_PAGES = {
     "logits": (["1.125", "0.75", "0.91666667"], "def logit_regression_per_sample"),
     "dml": (["0.2039253", "0.20392525", "0.33317281"], "def mutual_kl_per_sample"),
     "at": (["0.21164738", "0.21164734", "0.90739762"], "def attention_map"),
+    "nst": (["0.21790137", "0.43580275"], "def mmd2"),
 }
 
 

@@ -34,6 +34,7 @@ from kdref.strategies.logits import (
     temperatures,
     torchdistill_inputs,
 )
+from kdref.strategies.nst import nst_inputs, nst_kernels, well_conditioned_maps
 
 __all__ = [
     "at_inputs",
@@ -46,7 +47,10 @@ __all__ = [
     "logit_pairs",
     "logits",
     "logits_inputs",
+    "nst_inputs",
+    "nst_kernels",
     "st_inputs",
     "temperatures",
     "torchdistill_inputs",
+    "well_conditioned_maps",
 ]
