@@ -81,12 +81,15 @@ def _reset_peak_rss() -> int:
     return _rss_bytes("VmRSS")
 
 
-def measure(benchmark: Benchmark, variant: str, device: str, repeats: int) -> dict:
-    """Median forward+backward time and peak memory above baseline of one variant, here."""
+def measure(benchmark: Benchmark, variant: str, device: str, repeats: int, threads: int = 0) -> dict:
+    """Median forward+backward time and peak memory above baseline of one variant, here
+    (``threads`` > 0 sets torch's CPU thread count; 0 keeps torch's default)."""
     import gc
 
     import torch
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     inputs = benchmark.make_inputs(device, getattr(torch, benchmark.dtype))
     leaves = [v for v in inputs.values() if isinstance(v, torch.Tensor) and v.requires_grad]
     fn = benchmark.variants[variant]
@@ -115,19 +118,20 @@ def measure(benchmark: Benchmark, variant: str, device: str, repeats: int) -> di
     return {"median_s": statistics.median(times), "times_s": times, "peak_bytes": max(peak, 0)}
 
 
-def _child(method: str, name: str, variant: str, device: str, repeats: int) -> None:
+def _child(method: str, name: str, variant: str, device: str, repeats: int, threads: int) -> None:
     benchmark = next(b for b in load(method) if b.name == name)
-    print(json.dumps(measure(benchmark, variant, device, repeats)))
+    print(json.dumps(measure(benchmark, variant, device, repeats, threads)))
 
 
 # ---------------------------------------------------------------------------------------------
 # The parent: every case and variant, the table, the files for the docs
 
 
-def run_variant(method: str, benchmark: Benchmark, variant: str, device: str, repeats: int) -> dict:
+def run_variant(method: str, benchmark: Benchmark, variant: str, device: str, repeats: int,
+                threads: int = 0) -> dict:
     """``measure`` in a fresh process; a crash (e.g. out of memory) becomes an ``"error"`` entry."""
     proc = subprocess.run([sys.executable, "-m", "kdref.bench", "--child", method, benchmark.name, variant,
-                           device, str(repeats)], capture_output=True, text=True)
+                           device, str(repeats), str(threads)], capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": f"exit code {proc.returncode}: {proc.stderr.strip()[-500:]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -139,11 +143,13 @@ def _ratio(kdref: dict, naive: dict, key: str) -> float | None:
     return kdref[key] / naive[key]
 
 
-def run(method: str, device: str = "cpu", repeats: int = 7, progress: Callable[[str], None] = print) -> dict:
+def run(method: str, device: str = "cpu", repeats: int = 7, threads: int = 0,
+        progress: Callable[[str], None] = print) -> dict:
     """All cases of ``method``: measurements, ratios kdref/naive and whether each target is met."""
     import torch
 
-    report = {"method": method, "device": device, "repeats": repeats, "torch": torch.__version__,
+    report = {"method": method, "device": device, "repeats": repeats, "threads": threads or torch.get_num_threads(),
+              "torch": torch.__version__,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"
               + (f", {torch.cuda.get_device_name()}" if device == "cuda" else ""),
               "date": time.strftime("%Y-%m-%d"), "cases": []}
@@ -151,7 +157,7 @@ def run(method: str, device: str = "cpu", repeats: int = 7, progress: Callable[[
         progress(f"{benchmark.name}: {benchmark.description}")
         results = {}
         for variant in benchmark.variants:
-            results[variant] = run_variant(method, benchmark, variant, device, repeats)
+            results[variant] = run_variant(method, benchmark, variant, device, repeats, threads)
             progress(f"  {variant}: {_describe(results[variant])}")
         case = {"name": benchmark.name, "description": benchmark.description, "dtype": benchmark.dtype,
                 "results": results, "targets": dict(benchmark.targets)}
@@ -172,7 +178,7 @@ def _describe(result: dict) -> str:
 def markdown(report: dict) -> str:
     """The report as a Markdown table (the docs include it)."""
     lines = [f"Measured {report['date']} on {report['machine']}, torch {report['torch']}, device "
-             f"{report['device']}; median of {report['repeats']} forward+backward passes; peak memory above the "
+             f"{report['device']}, {report.get('threads', '?')} CPU thread(s); median of {report['repeats']} forward+backward passes; peak memory above the "
              "baseline, each variant in its own process. Ratios are kdref / naive (below 1: kdref is cheaper).",
              "",
              "| case | kdref time | naive time | time ratio | kdref peak | naive peak | memory ratio | target |",
@@ -233,6 +239,7 @@ def save(report: dict) -> list[Path]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="internal: one benchmark variant in this process")
-    parser.add_argument("--child", nargs=5, metavar=("METHOD", "CASE", "VARIANT", "DEVICE", "REPEATS"), required=True)
-    m, case_name, v, d, r = parser.parse_args().child
-    _child(m, case_name, v, d, int(r))
+    parser.add_argument("--child", nargs=6, metavar=("METHOD", "CASE", "VARIANT", "DEVICE", "REPEATS", "THREADS"),
+                        required=True)
+    m, case_name, v, d, r, threads = parser.parse_args().child
+    _child(m, case_name, v, d, int(r), int(threads))

@@ -101,7 +101,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print("--device cuda: no CUDA device is available here.", file=sys.stderr)
             return 2
     try:
-        report = bench.run(args.method, device=args.device, repeats=args.repeats,
+        report = bench.run(args.method, device=args.device, repeats=args.repeats, threads=args.threads,
                            progress=lambda line: print(line, file=sys.stderr, flush=True))
     except ValueError as exc:
         print(exc, file=sys.stderr)
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("method", help="a method with a benchmarks/<method>.py")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_argument("--repeats", type=int, default=7, help="timed forward+backward passes per variant")
+    bench.add_argument("--threads", type=int, default=0, help="torch CPU threads per variant (default: torch's)")
     bench.add_argument("--no-save", action="store_true", help="print only; do not write benchmarks/results/")
     args = parser.parse_args(argv)
     return {"list": cmd_list, "verify": cmd_verify, "bench": cmd_bench}[args.command](args)
