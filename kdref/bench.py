@@ -178,8 +178,9 @@ def _describe(result: dict) -> str:
 def markdown(report: dict) -> str:
     """The report as a Markdown table (the docs include it)."""
     lines = [f"Measured {report['date']} on {report['machine']}, torch {report['torch']}, device "
-             f"{report['device']}, {report.get('threads', '?')} CPU thread(s); median of {report['repeats']} forward+backward passes; peak memory above the "
-             "baseline, each variant in its own process. Ratios are kdref / naive (below 1: kdref is cheaper).",
+             f"{report['device']}, {report.get('threads', '?')} CPU thread(s); median of {report['repeats']} "
+             "forward+backward passes; peak memory above the baseline, each variant in its own process. "
+             "Ratios are kdref / naive (below 1: kdref is cheaper).",
              "",
              "| case | kdref time | naive time | time ratio | kdref peak | naive peak | memory ratio | target |",
              "|---|---|---|---|---|---|---|---|"]
