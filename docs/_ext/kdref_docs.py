@@ -77,7 +77,7 @@ def format_value(value: Any) -> str:
 
 
 def format_printed(value: str | Sequence[str]) -> str:
-    return value if isinstance(value, str) else "[" + ", ".join(value) + "]"
+    return value if isinstance(value, str) else "[" + ", ".join(format_printed(v) for v in value) + "]"
 
 
 def format_knobs(knobs: Mapping[str, Any]) -> str:

@@ -23,6 +23,7 @@ re-exported here.
 
 from kdref.strategies.at import at_inputs, at_multi_inputs
 from kdref.strategies.features import feature_maps, feature_pairs
+from kdref.strategies.fsp import fsp_inputs, fsp_matrix_inputs
 from kdref.strategies.logits import (
     dml_inputs,
     hinton_inputs,
@@ -42,6 +43,8 @@ __all__ = [
     "dml_inputs",
     "feature_maps",
     "feature_pairs",
+    "fsp_inputs",
+    "fsp_matrix_inputs",
     "hinton_inputs",
     "labels",
     "logit_pairs",

@@ -127,8 +127,16 @@ def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float = 1e-12, eps_mode: s
 
 def adaptive_pool2d(x: torch.Tensor, out_hw: tuple[int, int], mode: str = "avg") -> torch.Tensor:
     """Adaptive average or max pooling of ``[N, C, H, W]`` (PyTorch's window rule)."""
-    pool = {"avg": torch.nn.functional.adaptive_avg_pool2d, "max": torch.nn.functional.adaptive_max_pool2d}[mode]
-    return pool(x, tuple(out_hw))
+    if mode == "avg":
+        return _eager_adaptive_avg_pool2d(x, (int(out_hw[0]), int(out_hw[1])))
+    return torch.nn.functional.adaptive_max_pool2d(x, tuple(out_hw))
+
+
+@torch.compiler.disable
+def _eager_adaptive_avg_pool2d(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Run eagerly under ``torch.compile`` (a graph break): Inductor (torch 2.13) cannot lower
+    adaptive average pooling once the map sizes are dynamic; max pooling compiles."""
+    return torch.nn.functional.adaptive_avg_pool2d(x, out_hw)
 
 
 def resize_bilinear(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
