@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from kdref.records import METHODS
+
+# The proof's inputs are tiny (a few hundred numbers): intra-op threads only add overhead there.
+torch.set_num_threads(1)
 
 #: Hypothesis examples per randomized check; KDREF_MAX_EXAMPLES raises it for a deeper run.
 MAX_EXAMPLES = int(os.environ.get("KDREF_MAX_EXAMPLES", "20"))
