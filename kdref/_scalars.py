@@ -13,6 +13,8 @@ def check_temperature(T) -> float:
     T = float(T)
     if not (math.isfinite(T) and T > 0):
         raise ValueError(f"T must be finite and > 0, got {T}")
+    if not 1e-100 <= T <= 1e100:  # beyond these z/T or T² leave the floating-point range
+        raise ValueError(f"T must lie in [1e-100, 1e100], got {T}")
     return T
 
 

@@ -7,8 +7,9 @@ from hypothesis import strategies as hst
 
 from kdref import strategies
 from kdref.proof import compare, max_abs
+from kdref.records._shared import REDUCTIONS_AGREE
 from kdref.reference import dml as ref
-from kdref.reference._common import softmax
+from kdref.reference._common import log_softmax, softmax
 from kdref.registry import Arg, Loss, Method, Property, Tolerance
 
 _COHORT = (Arg("z_self", "logits"), Arg("z_peers", "logits_list"))
@@ -74,10 +75,12 @@ def ensemble_below_average(loss, x) -> float:
 
 
 def network_is_ce_plus_mimicry(loss, x) -> float:
-    """L_Θk = L_Ck + mimicry: the network loss minus the mimicry term is the cross-entropy."""
+    """L_Θk = L_Ck + mimicry: the network loss is eq. 2's cross-entropy (batch mean) plus the
+    mimicry term of the same convention."""
     mimicry = loss.variant(loss="dml_mimicry_loss")
     mimicry_x = {k: v for k, v in x.items() if k != "labels"}
-    cross_entropy = loss(**{**x, "z_peers": [x["z_self"]]}) - mimicry(**{**mimicry_x, "z_peers": [x["z_self"]]})
+    log_p = log_softmax(x["z_self"])
+    cross_entropy = -np.mean(log_p[np.arange(len(x["labels"])), x["labels"]])
     return compare(loss(**x), cross_entropy + mimicry(**mimicry_x), Tolerance(1e-9, 1e-12), _scale(x), "CE + mimicry")
 
 
@@ -114,6 +117,7 @@ METHOD = Method(
                  ("dml_ensemble_mimicry_loss/*",)),
         Property("network = CE + mimicry", network_is_ce_plus_mimicry.__doc__, network_is_ce_plus_mimicry,
                  ("dml_network_loss/*",)),
+        REDUCTIONS_AGREE,
     ),
     error_scale=_scale,
 )

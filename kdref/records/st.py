@@ -6,6 +6,7 @@ import numpy as np
 
 from kdref import strategies
 from kdref.proof import compare, max_abs
+from kdref.records._shared import REDUCTIONS_AGREE
 from kdref.reference import st as ref
 from kdref.reference._common import softmax
 from kdref.registry import Arg, Loss, Method, Property, Tolerance
@@ -70,6 +71,23 @@ def temperature_squared_scaling(loss, x) -> float:
                               _GRADIENT, _scale(x) * x["T"] ** 2, "gradient T² scaling"))
 
 
+def torchdistill_composition(loss, x) -> float:
+    """torchdistill's KDLoss is α·CE + β·T²·KL with β = 1 − α unless given (CE and KL reduced as
+    the docstring says), or KL alone without T² when α is unset or 0 or no labels are passed."""
+    reduction = "batchmean"
+    kl = loss.variant(loss="soft_target_loss", convention="kl")
+    pair = {"student": x["student"], "teacher": x["teacher"], "T": x["T"]}
+    soft = kl(**pair, reduction=reduction)
+    if x.get("alpha") in (None, 0.0) or x.get("labels") is None:
+        expected = soft
+    else:
+        beta = 1.0 - x["alpha"] if x.get("beta") is None else x["beta"]
+        log_q = np.log(softmax(x["student"]))
+        hard = -np.mean(log_q[np.arange(len(x["labels"])), x["labels"]])
+        expected = x["alpha"] * hard + beta * x["T"] ** 2 * soft
+    return compare(loss(**x), expected, Tolerance(1e-9, 1e-12), _scale(x), "α·CE + β·T²·KL")
+
+
 def hard_term_is_cross_entropy(loss, x) -> float:
     """With w_soft = 0 the objective is w_hard times the ordinary cross-entropy with the labels."""
     hard_only = float(loss(**{**x, "soft_weight": 0.0, "hard_weight": 1.0}))
@@ -105,6 +123,9 @@ METHOD = Method(
                  ("soft_target_loss/kl_t2", "soft_target_loss/kdzoo", "soft_target_loss/*distiller")),
         Property("hard term = cross-entropy", hard_term_is_cross_entropy.__doc__, hard_term_is_cross_entropy,
                  ("hinton_kd_objective/*",)),
+        Property("α·CE + β·T²·KL", torchdistill_composition.__doc__, torchdistill_composition,
+                 ("torchdistill_kd_loss/*",)),
+        REDUCTIONS_AGREE,
     ),
     error_scale=_scale,
 )

@@ -19,14 +19,15 @@ __all__ = [
     "torchdistill_inputs",
 ]
 
-_MAGNITUDES = (1.0, 1e-3, 30.0, 1e4)
+#: scales of the [-10, 10] base values: logits up to ±10, ±0.01, ±300 and ±1e4
+_MAGNITUDES = (1.0, 1e-3, 30.0, 1e3)
 
 
 def logits(n: int, c: int, *, max_magnitude: float = 1e4) -> st.SearchStrategy[np.ndarray]:
     """Float64 logits ``[n, c]``: values in [-10, 10] times a scale up to ``max_magnitude``,
     sometimes rounded to integers so that ties are common."""
     base = hnp.arrays(np.float64, (n, c), elements=st.floats(-10, 10, allow_subnormal=False))
-    scales = st.sampled_from([m for m in _MAGNITUDES if m * 10 <= max(max_magnitude, 10)])
+    scales = st.sampled_from([m for m in _MAGNITUDES if m * 10 <= max_magnitude])
     return st.builds(lambda z, scale, tie: (np.round(z) if tie else z) * scale, base, scales, st.booleans())
 
 

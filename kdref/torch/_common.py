@@ -71,7 +71,7 @@ def check_labels(labels, n: int, num_classes: int, device: torch.device) -> torc
     if not torch.compiler.is_compiling() and bool(((labels < 0) | (labels >= num_classes)).any()):
         raise ValueError(f"labels must lie in [0, {num_classes}), got values in "
                          f"[{int(labels.min())}, {int(labels.max())}]")
-    return labels
+    return labels.long()  # gather and cross_entropy take int64 only
 
 
 def check_sequence(name: str, xs, *, min_len: int = 1) -> list:

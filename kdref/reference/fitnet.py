@@ -1,0 +1,541 @@
+r"""FitNet — hints for thin deep nets (Romero et al., 2015), NumPy reference.
+
+A thin, deep student is trained in two stages. In the first, the student up to a middle layer
+(the *guided* layer :math:`g`, output :math:`v_g`) learns to predict a middle layer of the
+teacher (the *hint* layer :math:`h`, output :math:`u_h`) through a small learnable regressor
+:math:`r(\cdot;\mathbf W_r)` that maps the student's map to the teacher's shape. The hint loss
+(Sec. 2.2, **reconstructed**: the paper's own text could not be checked) is
+
+.. math::
+    \mathcal L_{HT}(\mathbf W_{\mathrm{Guided}}, \mathbf W_r)
+    = \tfrac12\,\big\lVert u_h(\mathbf x) - r\big(v_g(\mathbf x);\mathbf W_r\big)\big\rVert^2,
+
+per example, over all the elements of the hint; kdref (like the official code) averages it over
+the batch. The second stage trains the whole student with knowledge distillation (see
+:mod:`kdref.reference.st`).
+
+The regressor has the hint layer's non-linearity. For a hint of spatial size
+:math:`N_{h,1}\times N_{h,2}` and a guided map :math:`N_{g,1}\times N_{g,2}` the paper uses a
+convolution with kernel :math:`k_i = N_{g,i} - N_{h,i} + 1` (valid, no padding): far fewer
+parameters than a fully connected regressor. kdref implements that rule (``kind="conv_valid"``),
+a 1×1 convolution (``"conv1x1"``), RepDistiller's and mdistiller's ``ConvReg`` geometry
+(``"repdistiller"``), a fully connected layer (``"fc"``) and none (``"identity"``), each followed
+by an optional BatchNorm (training-mode batch statistics) and ReLU, maxout or no activation.
+The regressor's weights are inputs of the reference, so that the learnable torch module can be
+proven to compute the same function.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdref._scalars import check_real
+from kdref.conventions import Conventions
+from kdref.reference._common import as_float_array, check_same_batch, check_same_shape
+
+__all__ = [
+    "ACTIVATIONS",
+    "CONVENTIONS",
+    "KINDS",
+    "REGRESSED_CONVENTIONS",
+    "RegressorGeometry",
+    "batch_norm",
+    "conv2d",
+    "conv_transpose2d",
+    "hint_loss",
+    "hint_residual",
+    "linear_part",
+    "maxout",
+    "regressed_hint_loss",
+    "regressor",
+    "regressor_geometry",
+    "relu",
+]
+
+#: the regressor kinds: the paper's valid convolution, a 1×1 convolution, RepDistiller's ConvReg
+#: geometry, a fully connected layer, and no regressor
+KINDS = ("conv_valid", "conv1x1", "repdistiller", "fc", "identity")
+#: the non-linearities of the regressor (the paper: the hint layer's own)
+ACTIVATIONS = ("relu", "maxout", "none")
+
+_REDUCTIONS = ("batchmean", "sum_rows", "mean", "sum", "none")
+_KNOBS = {"half": True, "reduction": "batchmean"}
+_PRESETS = {
+    "paper": {},
+    "official_conv_c01b": {"reduction": "sum_rows"},
+    "mse": {"half": False, "reduction": "mean"},
+    "sum": {"half": False, "reduction": "sum"},
+}
+_ALIASES = {"kdzoo": "mse", "repdistiller": "mse", "mdistiller": "mse"}
+_DESCRIPTIONS = {
+    "paper": "½‖u − r‖² summed over C·H·W, mean over the batch (Sec. 2.2; = official code with an FC regressor)",
+    "official_conv_c01b": "the official HintCost with a conv regressor in pylearn2's c01b layout: ½(u − r)² summed "
+                          "over rows, mean over channels, columns and batch = paper/(C·W)",
+    "mse": "F.mse_loss: mean of (u − r)² over all N·C·H·W entries, no ½ (KD-Zoo, RepDistiller, mdistiller)",
+    "sum": "MSELoss(reduction='sum'): (u − r)² summed over batch and elements (torchdistill's sample config)",
+}
+_CHOICES = {"half": (True, False), "reduction": _REDUCTIONS}
+
+CONVENTIONS = Conventions(loss="hint_loss", defaults=_KNOBS, presets=_PRESETS, default="paper",
+                          aliases=_ALIASES, descriptions=_DESCRIPTIONS, choices=_CHOICES)
+REGRESSED_CONVENTIONS = Conventions(loss="regressed_hint_loss", defaults=_KNOBS, presets=_PRESETS,
+                                    default="paper", aliases=_ALIASES, descriptions=_DESCRIPTIONS,
+                                    choices=_CHOICES)
+
+
+# ---------------------------------------------------------------------------------------------
+# The hint loss on (regressed student, teacher)
+
+
+def hint_residual(r_s: np.ndarray, u_t: np.ndarray) -> np.ndarray:
+    r""":math:`u_h - r`, elementwise: the teacher's hint minus the regressed student.
+
+    Args:
+      r_s: regressed student hint :math:`r(v_g)`, ``[N, C, H, W]``.
+      u_t: teacher hint :math:`u_h`, ``[N, C, H, W]`` (the same shape: no broadcasting).
+
+    Returns:
+      ``[N, C, H, W]``.
+    """
+    return u_t - r_s
+
+
+def _reduce(squared: np.ndarray, half: bool, reduction: str):
+    """The squared residual ``[N, C, H, W]`` summed, scaled and reduced as the knobs say."""
+    n, c, _, w = squared.shape
+    per_sample = np.sum(squared, axis=(1, 2, 3)) * (0.5 if half else 1.0)
+    if reduction == "none":
+        return per_sample
+    total = float(np.sum(per_sample))
+    # what is left to divide by once everything is summed
+    divisor = {"batchmean": n, "sum_rows": n * c * w, "mean": squared.size, "sum": 1}[reduction]
+    return total / divisor
+
+
+def hint_loss(
+    r_s: np.ndarray,
+    u_t: np.ndarray,
+    *,
+    convention: str | None = None,
+    half: bool | None = None,
+    reduction: str | None = None,
+):
+    r"""The hint loss :math:`\mathcal L_{HT}` on the regressed student and the teacher hint.
+
+    .. math::
+        \mathcal L_{\text{paper}} = \frac1N\sum_{n=1}^{N}\tfrac12\big\lVert u_n - r_n\big\rVert^2,\qquad
+        \mathcal L_{\text{official\_conv\_c01b}} = \frac{\mathcal L_{\text{paper}}}{C\,W},\qquad
+        \mathcal L_{\text{mse}} = \frac{2\,\mathcal L_{\text{paper}}}{C\,H\,W},\qquad
+        \mathcal L_{\text{sum}} = 2N\,\mathcal L_{\text{paper}},
+
+    with :math:`\lVert\cdot\rVert^2` the sum of squares over the :math:`C\cdot H\cdot W` elements.
+
+    Args:
+      r_s: regressed student hint :math:`r(v_g)`, ``[N, C, H, W]`` (a fully connected hint
+        ``[N, D]`` is passed as ``[N, D, 1, 1]``).
+      u_t: teacher hint :math:`u_h`, ``[N, C, H, W]``, a constant target of the same shape.
+      convention: ``"paper"`` (default), ``"official_conv_c01b"``, ``"mse"`` (aliases
+        ``"kdzoo"``, ``"repdistiller"``, ``"mdistiller"``) or ``"sum"``.
+      half: multiply the squared error by :math:`\tfrac12`; overrides the convention.
+      reduction: what the summed squared error is divided by: ``"batchmean"`` (:math:`N`),
+        ``"sum_rows"`` (:math:`N\cdot C\cdot W`: the official code sums over axis 1, the rows of
+        pylearn2's ``('c', 0, 1, 'b')`` layout, and averages the other axes), ``"mean"``
+        (:math:`N\cdot C\cdot H\cdot W`), ``"sum"`` (nothing) or ``"none"`` (the per-example sums,
+        ``[N]``); overrides the convention.
+
+    Returns:
+      a float, or ``[N]`` for ``reduction="none"``.
+
+    Examples:
+      >>> import numpy as np
+      >>> r = np.array([[[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]],
+      ...               [[[0.0, 0.0], [1.0, 3.0], [0.5, 0.0]], [[1.5, 0.5], [0.0, 0.0], [0.25, 1.0]]]])
+      >>> u = np.array([[[[1.0, 1.0], [0.0, 0.5], [2.5, 0.0]], [[0.0, 0.0], [1.0, 0.5], [0.0, 1.0]]],
+      ...               [[[0.0, 0.5], [1.5, 2.0], [0.0, 0.0]], [[1.5, 0.0], [0.0, 0.0], [0.5, 1.0]]]])
+      >>> hint_loss(r, u)
+      0.796875
+      >>> hint_loss(r, u, convention="official_conv_c01b")
+      0.19921875
+      >>> hint_loss(r, u, convention="mse")
+      0.1328125
+      >>> hint_loss(r, u, convention="sum")
+      3.1875
+
+    References:
+      Romero, Ballas, Kahou, Chassang, Gatta, Bengio. *FitNets: Hints for Thin Deep Nets.*
+      ICLR 2015, Sec. 2.2.
+
+    .. seealso:: :func:`regressed_hint_loss` applies the regressor first, so that the gradient
+       reaches the regressor's weights and the student's guided layer.
+    """
+    knobs = CONVENTIONS.resolve(convention, half=half, reduction=reduction)
+    r_s = as_float_array("r_s", r_s, ndim=4)
+    u_t = as_float_array("u_t", u_t, ndim=4)
+    check_same_shape("u_t", u_t, "r_s", r_s)
+    return _reduce(hint_residual(r_s, u_t) ** 2, knobs["half"], knobs["reduction"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The regressor r(v_g; W_r)
+
+
+@dataclass(frozen=True)
+class RegressorGeometry:
+    """The layer a regressor kind builds between two map shapes (pure Python, both sides read it).
+
+    ``layer`` is ``"conv"`` (weight ``[C_out, C_in, k_h, k_w]``, as ``nn.Conv2d``),
+    ``"conv_transpose"`` (weight ``[C_in, C_out, k_h, k_w]``, as ``nn.ConvTranspose2d``),
+    ``"linear"`` (weight ``[C_out·H_t·W_t, C_in·H_s·W_s]``, as ``nn.Linear`` on the flattened map)
+    or ``"identity"`` (no weight). ``C_out`` is the teacher's channel count times ``pieces``
+    (maxout takes the maximum over ``pieces`` consecutive output channels).
+    """
+
+    kind: str
+    layer: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    pieces: int = 1
+    kernel: tuple[int, int] = (1, 1)
+    stride: int = 1
+    padding: int = 0
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the linear layer's output: the teacher's channels times the maxout pieces."""
+        return self.out_shape[0] * self.pieces
+
+    @property
+    def weight_shape(self) -> tuple[int, ...] | None:
+        c_in, c_out = self.in_shape[0], self.out_channels
+        if self.layer == "conv":
+            return (c_out, c_in, *self.kernel)
+        if self.layer == "conv_transpose":
+            return (c_in, c_out, *self.kernel)
+        if self.layer == "linear":
+            return (c_out * self.out_shape[1] * self.out_shape[2], math.prod(self.in_shape))
+        return None
+
+    @property
+    def bias_shape(self) -> tuple[int, ...] | None:
+        """One bias per output channel (conv) or per output unit (linear)."""
+        if self.layer == "identity":
+            return None
+        return (self.weight_shape[0],) if self.layer == "linear" else (self.out_channels,)
+
+    def describe(self) -> str:
+        return (f"a {self.kind} regressor from {list(self.in_shape)} to {list(self.out_shape)}"
+                + (f" with {self.pieces} maxout pieces" if self.pieces > 1 else ""))
+
+
+def _check_shape3(name: str, shape) -> tuple[int, int, int]:
+    shape = tuple(shape)
+    if len(shape) != 3 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+                                  for s in shape):
+        raise ValueError(f"{name} must be (C, H, W), three positive integers, got {shape}")
+    return tuple(int(s) for s in shape)
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def regressor_geometry(in_shape, out_shape, kind: str = "conv_valid", pieces: int = 1) -> RegressorGeometry:
+    r"""The layer of a regressor kind from the student's map ``in_shape`` to the teacher's ``out_shape``.
+
+    - ``"conv_valid"`` (the paper): a convolution without padding and kernel
+      :math:`k_i = N_{g,i} - N_{h,i} + 1`; the student's map must be at least as large as the
+      teacher's in both dimensions.
+    - ``"conv1x1"``: a 1×1 convolution; the spatial sizes must be equal.
+    - ``"repdistiller"``: RepDistiller's and mdistiller's ``ConvReg``, which branch on the height
+      only: a 3×3 convolution with stride 2 and padding 1 if :math:`H_s = 2H_t`, a 4×4 transposed
+      convolution with stride 2 and padding 1 if :math:`2H_s = H_t`, else the valid convolution
+      with kernel :math:`(1 + H_s - H_t, 1 + W_s - W_t)`. kdref also checks the width that layer
+      produces (those libraries do not), so non-square maps work where the layer fits them.
+    - ``"fc"``: a fully connected layer on the flattened map (the paper's alternative).
+    - ``"identity"``: no regressor; the shapes must be equal.
+
+    Raises:
+      ValueError: for an unknown kind, or shapes that the kind cannot map.
+    """
+    in_shape = _check_shape3("in_shape", in_shape)
+    out_shape = _check_shape3("out_shape", out_shape)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+    if isinstance(pieces, bool) or not isinstance(pieces, numbers.Integral) or pieces < 1:
+        raise ValueError(f"pieces must be a positive integer, got {pieces!r}")
+    (_, h_s, w_s), (_, h_t, w_t) = in_shape, out_shape
+    geometry = {"kind": kind, "in_shape": in_shape, "out_shape": out_shape, "pieces": int(pieces)}
+    if kind == "identity":
+        if in_shape != out_shape or pieces != 1:
+            raise ValueError(f"an identity regressor needs equal shapes (and no maxout), got student "
+                             f"{list(in_shape)} and teacher {list(out_shape)}; choose another kind")
+        return RegressorGeometry(layer="identity", **geometry)
+    if kind == "fc":
+        return RegressorGeometry(layer="linear", **geometry)
+    if kind == "conv1x1":
+        if (h_s, w_s) != (h_t, w_t):
+            raise ValueError(f"a conv1x1 regressor needs equal spatial sizes, got student {h_s}×{w_s} and "
+                             f"teacher {h_t}×{w_t}; use kind='conv_valid', 'repdistiller' or 'fc'")
+        return RegressorGeometry(layer="conv", **geometry)
+    if kind == "repdistiller" and h_s == 2 * h_t:
+        layer = RegressorGeometry(layer="conv", kernel=(3, 3), stride=2, padding=1, **geometry)
+        produced = (_conv_out(h_s, 3, 2, 1), _conv_out(w_s, 3, 2, 1))
+    elif kind == "repdistiller" and 2 * h_s == h_t:
+        layer = RegressorGeometry(layer="conv_transpose", kernel=(4, 4), stride=2, padding=1, **geometry)
+        produced = (2 * h_s, 2 * w_s)
+    else:
+        if h_s < h_t or w_s < w_t:
+            raise ValueError(f"a {kind} regressor (valid convolution, kernel k_i = N_g,i - N_h,i + 1) needs "
+                             f"a student map at least as large as the teacher's; got student {h_s}×{w_s} and "
+                             f"teacher {h_t}×{w_t}")
+        layer = RegressorGeometry(layer="conv", kernel=(h_s - h_t + 1, w_s - w_t + 1), **geometry)
+        produced = (h_t, w_t)
+    if produced != (h_t, w_t):
+        raise ValueError(f"a repdistiller regressor from {h_s}×{w_s} makes {produced[0]}×{produced[1]} maps "
+                         f"(its layer follows the heights only), not the teacher's {h_t}×{w_t}")
+    return layer
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
+    r"""Cross-correlation as ``nn.Conv2d`` computes it (no bias):
+
+    .. math:: z_{n,o,y,x} = \sum_{c,i,j} W_{o,c,i,j}\; \tilde v_{n,c,\,sy+i,\,sx+j},
+
+    with :math:`\tilde v` the input zero-padded by ``padding`` on each side and :math:`s` the stride.
+    """
+    k_h, k_w = weight.shape[2:]
+    x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    h_out = (x.shape[2] - k_h) // stride + 1
+    w_out = (x.shape[3] - k_w) // stride + 1
+    z = np.zeros((x.shape[0], weight.shape[0], h_out, w_out), dtype=np.result_type(x, weight))
+    for i in range(k_h):
+        for j in range(k_w):
+            window = x[:, :, i:i + stride * (h_out - 1) + 1:stride, j:j + stride * (w_out - 1) + 1:stride]
+            z += np.einsum("oc,nchw->nohw", weight[:, :, i, j], window)
+    return z
+
+
+def conv_transpose2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
+    r"""Transposed convolution as ``nn.ConvTranspose2d`` computes it (no bias): each input pixel
+    scatters its kernel-weighted copy,
+
+    .. math:: z_{n,o,\,sy+i-p,\,sx+j-p} \mathrel{+}= \sum_c v_{n,c,y,x}\,W_{c,o,i,j},
+
+    and the output, of size :math:`(H-1)s - 2p + k`, drops the ``padding`` :math:`p` border.
+    """
+    n, _, h, w = x.shape
+    k_h, k_w = weight.shape[2:]
+    full = np.zeros((n, weight.shape[1], (h - 1) * stride + k_h, (w - 1) * stride + k_w),
+                    dtype=np.result_type(x, weight))
+    for i in range(k_h):
+        for j in range(k_w):
+            full[:, :, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride] += np.einsum(
+                "co,nchw->nohw", weight[:, :, i, j], x)
+    return full[:, :, padding:full.shape[2] - padding, padding:full.shape[3] - padding]
+
+
+def linear_part(v_g: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+                geometry: RegressorGeometry) -> np.ndarray:
+    r"""The regressor's affine layer, :math:`z = \mathbf W_r * v_g + b`, as ``[N, C_t·pieces, H_t, W_t]``.
+
+    A ``"linear"`` layer acts on the map flattened in ``(C, H, W)`` order and its output is read
+    back in the same order.
+    """
+    if geometry.layer == "identity":
+        return v_g
+    if geometry.layer == "linear":
+        z = v_g.reshape(v_g.shape[0], -1) @ weight.T + (0.0 if bias is None else bias)
+        return z.reshape(v_g.shape[0], geometry.out_channels, *geometry.out_shape[1:])
+    if geometry.layer == "conv":
+        z = conv2d(v_g, weight, geometry.stride, geometry.padding)
+    else:
+        z = conv_transpose2d(v_g, weight, geometry.stride, geometry.padding)
+    return z if bias is None else z + bias[None, :, None, None]
+
+
+def batch_norm(z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    r"""BatchNorm with the batch's statistics (training mode), per channel :math:`c`:
+
+    .. math:: \hat z_{n,c,y,x} = \gamma_c\,\frac{z_{n,c,y,x} - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}} + \beta_c,
+
+    with :math:`\mu_c` and the biased variance :math:`\sigma_c^2` taken over :math:`(n, y, x)`.
+    """
+    mu = np.mean(z, axis=(0, 2, 3), keepdims=True)
+    var = np.mean((z - mu) ** 2, axis=(0, 2, 3), keepdims=True)
+    return gamma[None, :, None, None] * (z - mu) / np.sqrt(var + eps) + beta[None, :, None, None]
+
+
+def relu(z: np.ndarray) -> np.ndarray:
+    r""":math:`\max(z, 0)`, elementwise."""
+    return np.maximum(z, 0.0)
+
+
+def maxout(z: np.ndarray, pieces: int) -> np.ndarray:
+    r"""Maxout: output channel :math:`c` is the maximum of the ``pieces`` consecutive channels
+    :math:`c\cdot k, \dots, c\cdot k + k - 1` of :math:`z` (:math:`k` = ``pieces``)."""
+    n, c, h, w = z.shape
+    return np.max(z.reshape(n, c // pieces, pieces, h, w), axis=2)
+
+
+def _check_regressor_args(v_g, weight, bias, bn_weight, bn_bias, bn_eps, geometry, activation, pieces):
+    """Validate the regressor's parameters against its geometry; return them as arrays."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}; got {activation!r}")
+    if (activation == "maxout") != (pieces > 1):
+        raise ValueError(f"pieces must be ≥ 2 with activation='maxout' and 1 otherwise; got pieces={pieces} "
+                         f"with activation={activation!r}")
+    params = {}
+    if geometry.layer == "identity":
+        for name, value in (("weight", weight), ("bias", bias), ("bn_weight", bn_weight), ("bn_bias", bn_bias)):
+            if value is not None:
+                raise ValueError(f"{name} must be None for an identity regressor (it has no parameters)")
+        return params
+    if weight is None:
+        raise ValueError(f"weight is required for {geometry.describe()}: shape {geometry.weight_shape}")
+    expected = {"weight": geometry.weight_shape, "bias": geometry.bias_shape,
+                "bn_weight": (geometry.out_channels,), "bn_bias": (geometry.out_channels,)}
+    if (bn_weight is None) != (bn_bias is None):
+        raise ValueError("bn_weight and bn_bias must be given together (BatchNorm on) or both be None")
+    for name, value in (("weight", weight), ("bias", bias), ("bn_weight", bn_weight), ("bn_bias", bn_bias)):
+        if value is None:
+            continue
+        value = as_float_array(name, value, ndim=len(expected[name]))
+        if value.shape != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]} for {geometry.describe()}, got {value.shape}")
+        if value.dtype != v_g.dtype:
+            raise TypeError(f"{name} must have the dtype of v_g ({v_g.dtype}), got {value.dtype}")
+        params[name] = value
+    if bn_weight is not None:
+        if check_real("bn_eps", bn_eps) <= 0:
+            raise ValueError(f"bn_eps must be > 0, got {bn_eps}")
+        if v_g.shape[0] * geometry.out_shape[1] * geometry.out_shape[2] == 1:
+            raise ValueError("BatchNorm with batch statistics needs more than one value per channel: "
+                             f"N·H·W = 1 (v_g has batch size {v_g.shape[0]}, the output is "
+                             f"{geometry.out_shape[1]}×{geometry.out_shape[2]})")
+    return params
+
+
+def _default_activation(kind: str, activation: str | None) -> str:
+    return ("none" if kind == "identity" else "relu") if activation is None else activation
+
+
+def regressor(
+    v_g: np.ndarray,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    *,
+    out_shape,
+    kind: str = "conv_valid",
+    activation: str | None = None,
+    pieces: int = 1,
+    bn_weight: np.ndarray | None = None,
+    bn_bias: np.ndarray | None = None,
+    bn_eps: float = 1e-5,
+) -> np.ndarray:
+    r"""The regressor :math:`r(v_g;\mathbf W_r)`: an affine layer, optional BatchNorm, the activation.
+
+    .. math:: r(v_g) = \phi\big(\mathrm{BN}_{\gamma,\beta}(\mathbf W_r * v_g + b)\big),
+
+    where :math:`*` is the layer of ``kind`` (:func:`regressor_geometry`), BN is present only when
+    ``bn_weight`` and ``bn_bias`` are given, and :math:`\phi` is ReLU, maxout or the identity.
+
+    Args:
+      v_g: the student's guided-layer output, ``[N, C_s, H_s, W_s]``.
+      weight: the layer's weight, shaped as in PyTorch: ``[C_t·pieces, C_s, k_h, k_w]`` for a
+        convolution, ``[C_s, C_t·pieces, 4, 4]`` for RepDistiller's transposed convolution,
+        ``[C_t·pieces·H_t·W_t, C_s·H_s·W_s]`` for ``"fc"``; ``None`` for ``"identity"``.
+      bias: ``[C_t·pieces]`` (``[C_t·pieces·H_t·W_t]`` for ``"fc"``) or ``None`` for no bias.
+      out_shape: the teacher hint's ``(C_t, H_t, W_t)``.
+      kind: ``"conv_valid"`` (default, the paper's rule), ``"conv1x1"``, ``"repdistiller"``,
+        ``"fc"`` or ``"identity"``.
+      activation: ``"relu"``, ``"maxout"`` or ``"none"``; ``None`` means ``"relu"`` (``"none"``
+        for ``"identity"``). The paper uses the hint layer's own non-linearity.
+      pieces: maxout pieces per output channel, ≥ 2 with ``"maxout"``, else 1.
+      bn_weight, bn_bias: BatchNorm's :math:`\gamma` and :math:`\beta`, ``[C_t·pieces]``, or
+        both ``None`` for no BatchNorm. The statistics are the batch's (training mode); kdref's
+        reference has no running statistics.
+      bn_eps: BatchNorm's :math:`\epsilon`, > 0 (PyTorch's default 1e-5).
+
+    Returns:
+      :math:`r(v_g)`, ``[N, C_t, H_t, W_t]``.
+
+    Examples:
+      >>> import numpy as np
+      >>> v = np.array([[[[0.5, 1.5], [-1.0, 0.0], [2.0, -0.5]]], [[[-2.0, 0.0], [1.0, 3.0], [0.5, -1.0]]]])
+      >>> w = np.array([1.0, -0.5]).reshape(2, 1, 1, 1)
+      >>> r = regressor(v, w, np.array([0.0, 0.5]), out_shape=(2, 3, 2))
+      >>> r[0].tolist()
+      [[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]]
+    """
+    v_g = as_float_array("v_g", v_g, ndim=4)
+    activation = _default_activation(kind, activation)
+    geometry = regressor_geometry(v_g.shape[1:], out_shape, kind, pieces)
+    params = _check_regressor_args(v_g, weight, bias, bn_weight, bn_bias, bn_eps, geometry, activation, pieces)
+    z = linear_part(v_g, params.get("weight"), params.get("bias"), geometry)
+    if "bn_weight" in params:
+        z = batch_norm(z, params["bn_weight"], params["bn_bias"], float(bn_eps))
+    if activation == "relu":
+        return relu(z)
+    if activation == "maxout":
+        return maxout(z, geometry.pieces)
+    return z
+
+
+def regressed_hint_loss(
+    v_g: np.ndarray,
+    u_t: np.ndarray,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    *,
+    kind: str = "conv_valid",
+    activation: str | None = None,
+    pieces: int = 1,
+    bn_weight: np.ndarray | None = None,
+    bn_bias: np.ndarray | None = None,
+    bn_eps: float = 1e-5,
+    convention: str | None = None,
+    half: bool | None = None,
+    reduction: str | None = None,
+):
+    r"""The hint loss of the regressed student: :math:`\mathcal L_{HT}\big(u_h, r(v_g;\mathbf W_r)\big)`.
+
+    .. math::
+        \mathcal L_{\text{paper}} = \frac1N\sum_{n=1}^{N}\tfrac12\big\lVert u_n - r(v_{g,n};\mathbf W_r)\big\rVert^2,
+
+    the composition of :func:`regressor` (with ``out_shape`` the teacher hint's) and
+    :func:`hint_loss`; a function of the student's guided features and of the regressor's
+    weights, both of which stage 1 trains.
+
+    Args:
+      v_g: the student's guided-layer output, ``[N, C_s, H_s, W_s]``.
+      u_t: the teacher's hint, ``[N, C_t, H_t, W_t]``, a constant target (the same batch size;
+        channels and spatial size are mapped by the regressor).
+      weight, bias, kind, activation, pieces, bn_weight, bn_bias, bn_eps: the regressor, as in
+        :func:`regressor`.
+      convention, half, reduction: as in :func:`hint_loss`.
+
+    Returns:
+      a float, or ``[N]`` for ``reduction="none"``.
+
+    Examples:
+      >>> import numpy as np
+      >>> v = np.array([[[[0.5, 1.5], [-1.0, 0.0], [2.0, -0.5]]], [[[-2.0, 0.0], [1.0, 3.0], [0.5, -1.0]]]])
+      >>> u = np.array([[[[1.0, 1.0], [0.0, 0.5], [2.5, 0.0]], [[0.0, 0.0], [1.0, 0.5], [0.0, 1.0]]],
+      ...               [[[0.0, 0.5], [1.5, 2.0], [0.0, 0.0]], [[1.5, 0.0], [0.0, 0.0], [0.5, 1.0]]]])
+      >>> w, b = np.array([1.0, -0.5]).reshape(2, 1, 1, 1), np.array([0.0, 0.5])
+      >>> regressed_hint_loss(v, u, w, b)  # 1×1 kernel: equal spatial sizes
+      0.796875
+      >>> regressed_hint_loss(v, u, w, b, convention="mse")
+      0.1328125
+    """
+    knobs = REGRESSED_CONVENTIONS.resolve(convention, half=half, reduction=reduction)
+    v_g = as_float_array("v_g", v_g, ndim=4)
+    u_t = as_float_array("u_t", u_t, ndim=4)
+    check_same_batch("u_t", u_t, "v_g", v_g)
+    r_s = regressor(v_g, weight, bias, out_shape=u_t.shape[1:], kind=kind, activation=activation, pieces=pieces,
+                    bn_weight=bn_weight, bn_bias=bn_bias, bn_eps=bn_eps)
+    return _reduce(hint_residual(r_s, u_t) ** 2, knobs["half"], knobs["reduction"])

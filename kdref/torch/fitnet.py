@@ -1,0 +1,356 @@
+r"""FitNet — hints for thin deep nets (Romero et al., 2015), PyTorch.
+
+Computes the same functions as :mod:`kdref.reference.fitnet` (proven by the test harness) with the
+same conventions and regressor geometry. The hint loss is one fused squared-error reduction
+(``F.mse_loss(reduction="sum")``, which keeps no residual tensor for the backward pass) times the
+convention's constant; the regressor is a functional twin of the reference (:func:`regressor`,
+built on ``F.conv2d`` / ``F.conv_transpose2d`` / ``F.linear`` and ``F.batch_norm``) that the
+learnable :class:`HintRegressor` calls with its own parameters, so that the module is proven
+through the function. The teacher hint is detached; half-precision inputs are computed in
+float32, the regressor included (autocast is switched off around it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdref._scalars import check_real
+from kdref.reference.fitnet import (
+    ACTIVATIONS,
+    CONVENTIONS,
+    REGRESSED_CONVENTIONS,
+    RegressorGeometry,
+    _default_activation,
+    regressor_geometry,
+)
+from kdref.torch._common import accumulation_dtype, check_float_tensor, check_same_batch, check_same_like
+
+__all__ = ["HintRegressor", "RegressedHintLoss", "hint_loss", "regressed_hint_loss", "regressor"]
+
+
+def _reduce(r_s: torch.Tensor, u_t: torch.Tensor, half: bool, reduction: str) -> torch.Tensor:
+    """Σ (u − r)², scaled and divided as the knobs say; one fused reduction unless per-sample."""
+    n, c, _, w = r_s.shape
+    factor = 0.5 if half else 1.0
+    if reduction == "none":
+        return factor * F.mse_loss(r_s, u_t, reduction="none").sum(dim=(1, 2, 3))
+    divisor = {"batchmean": n, "sum_rows": n * c * w, "mean": r_s.numel(), "sum": 1}[reduction]
+    return F.mse_loss(r_s, u_t, reduction="sum") * (factor / divisor)
+
+
+def hint_loss(
+    r_s: torch.Tensor,
+    u_t: torch.Tensor,
+    *,
+    convention: str | None = None,
+    half: bool | None = None,
+    reduction: str | None = None,
+) -> torch.Tensor:
+    r""":math:`\frac1N\sum_n \tfrac12\lVert u_n - r_n\rVert^2` by default (the paper's hint loss).
+
+    Arguments, conventions and result as :func:`kdref.reference.fitnet.hint_loss`; inputs are
+    tensors ``[N, C, H, W]`` of one shape on one device, and the result is a 0-d tensor (``[N]``
+    for ``reduction="none"``).
+
+    Examples:
+      >>> import torch
+      >>> r = torch.tensor([[[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]],
+      ...                   [[[0.0, 0.0], [1.0, 3.0], [0.5, 0.0]], [[1.5, 0.5], [0.0, 0.0], [0.25, 1.0]]]])
+      >>> u = torch.tensor([[[[1.0, 1.0], [0.0, 0.5], [2.5, 0.0]], [[0.0, 0.0], [1.0, 0.5], [0.0, 1.0]]],
+      ...                   [[[0.0, 0.5], [1.5, 2.0], [0.0, 0.0]], [[1.5, 0.0], [0.0, 0.0], [0.5, 1.0]]]])
+      >>> hint_loss(r, u).item()
+      0.796875
+      >>> hint_loss(r, u, convention="official_conv_c01b").item()
+      0.19921875
+      >>> hint_loss(r, u, convention="mse").item()
+      0.1328125
+      >>> hint_loss(r, u, convention="sum").item()
+      3.1875
+    """
+    knobs = CONVENTIONS.resolve(convention, half=half, reduction=reduction)
+    check_float_tensor("r_s", r_s, ndim=4)
+    check_float_tensor("u_t", u_t, ndim=4)
+    check_same_like("u_t", u_t, "r_s", r_s)
+    dtype = accumulation_dtype(r_s)
+    return _reduce(r_s.to(dtype), u_t.detach().to(dtype), knobs["half"], knobs["reduction"])
+
+
+def _check_param(name: str, value, shape: tuple[int, ...], v_g: torch.Tensor, geometry: RegressorGeometry) -> None:
+    check_float_tensor(name, value, ndim=len(shape))
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape} for {geometry.describe()}, got {tuple(value.shape)}")
+    if value.device != v_g.device:
+        raise ValueError(f"{name} must be on the device of v_g ({v_g.device}), got {value.device}")
+    # float32 parameters with half-precision features are what autocast gives a float32 module
+    if value.dtype not in (v_g.dtype, accumulation_dtype(v_g)):
+        raise TypeError(f"{name} must have the dtype of v_g ({v_g.dtype}), got {value.dtype}")
+
+
+def _check_regressor_args(v_g, weight, bias, bn_weight, bn_bias, bn_eps, geometry, activation, pieces,
+                          batch_statistics: bool = True) -> None:
+    """The checks of :func:`kdref.reference.fitnet._check_regressor_args`, on tensors."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}; got {activation!r}")
+    if (activation == "maxout") != (pieces > 1):
+        raise ValueError(f"pieces must be ≥ 2 with activation='maxout' and 1 otherwise; got pieces={pieces} "
+                         f"with activation={activation!r}")
+    named = (("weight", weight), ("bias", bias), ("bn_weight", bn_weight), ("bn_bias", bn_bias))
+    if geometry.layer == "identity":
+        for name, value in named:
+            if value is not None:
+                raise ValueError(f"{name} must be None for an identity regressor (it has no parameters)")
+        return
+    if weight is None:
+        raise ValueError(f"weight is required for {geometry.describe()}: shape {geometry.weight_shape}")
+    if (bn_weight is None) != (bn_bias is None):
+        raise ValueError("bn_weight and bn_bias must be given together (BatchNorm on) or both be None")
+    expected = {"weight": geometry.weight_shape, "bias": geometry.bias_shape,
+                "bn_weight": (geometry.out_channels,), "bn_bias": (geometry.out_channels,)}
+    for name, value in named:
+        if value is not None:
+            _check_param(name, value, expected[name], v_g, geometry)
+    if bn_weight is not None:
+        if check_real("bn_eps", bn_eps) <= 0:
+            raise ValueError(f"bn_eps must be > 0, got {bn_eps}")
+        if batch_statistics and v_g.shape[0] * geometry.out_shape[1] * geometry.out_shape[2] == 1:
+            raise ValueError("BatchNorm with batch statistics needs more than one value per channel: "
+                             f"N·H·W = 1 (v_g has batch size {v_g.shape[0]}, the output is "
+                             f"{geometry.out_shape[1]}×{geometry.out_shape[2]})")
+
+
+def _apply(v_g, weight, bias, geometry: RegressorGeometry, activation: str, bn_weight, bn_bias, bn_eps: float,
+           running_mean, running_var, momentum: float, training: bool) -> torch.Tensor:
+    """The regressor on validated tensors of one dtype: layer, BatchNorm, activation."""
+    if geometry.layer == "identity":
+        z = v_g
+    elif geometry.layer == "linear":
+        z = F.linear(v_g.flatten(1), weight, bias).view(v_g.shape[0], geometry.out_channels, *geometry.out_shape[1:])
+    elif geometry.layer == "conv":
+        z = F.conv2d(v_g, weight, bias, stride=geometry.stride, padding=geometry.padding)
+    else:
+        z = F.conv_transpose2d(v_g, weight, bias, stride=geometry.stride, padding=geometry.padding)
+    if bn_weight is not None:
+        z = F.batch_norm(z, running_mean, running_var, bn_weight, bn_bias, training=training or running_mean is None,
+                         momentum=momentum, eps=bn_eps)
+    if activation == "relu":
+        return torch.relu(z)
+    if activation == "maxout":
+        # the first maximal piece takes the gradient at a tie (max with indices, not amax)
+        return z.unflatten(1, (geometry.out_shape[0], geometry.pieces)).max(dim=2).values
+    return z
+
+
+def regressor(
+    v_g: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    *,
+    out_shape,
+    kind: str = "conv_valid",
+    activation: str | None = None,
+    pieces: int = 1,
+    bn_weight: torch.Tensor | None = None,
+    bn_bias: torch.Tensor | None = None,
+    bn_eps: float = 1e-5,
+    bn_running_mean: torch.Tensor | None = None,
+    bn_running_var: torch.Tensor | None = None,
+    bn_momentum: float = 0.1,
+    training: bool = True,
+) -> torch.Tensor:
+    r"""The regressor :math:`r(v_g;\mathbf W_r) = \phi(\mathrm{BN}(\mathbf W_r * v_g + b))`, functionally.
+
+    Arguments and result as :func:`kdref.reference.fitnet.regressor`, on tensors, plus what a
+    module's BatchNorm keeps between calls: ``bn_running_mean`` and ``bn_running_var`` (updated
+    in place with ``bn_momentum`` when ``training``) and ``training``. With ``training=False`` and
+    running statistics, BatchNorm uses them (PyTorch's evaluation mode); that mode has no
+    counterpart in the reference and is not part of the proof. The result is float32 for
+    half-precision inputs.
+
+    Examples:
+      >>> import torch
+      >>> v = torch.tensor([[[[0.5, 1.5], [-1.0, 0.0], [2.0, -0.5]]], [[[-2.0, 0.0], [1.0, 3.0], [0.5, -1.0]]]])
+      >>> w = torch.tensor([1.0, -0.5]).view(2, 1, 1, 1)
+      >>> regressor(v, w, torch.tensor([0.0, 0.5]), out_shape=(2, 3, 2))[0].tolist()
+      [[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]]
+    """
+    check_float_tensor("v_g", v_g, ndim=4)
+    return _checked_regressor(v_g, weight, bias, out_shape, kind, activation, pieces, bn_weight, bn_bias, bn_eps,
+                              bn_running_mean, bn_running_var, bn_momentum, training)
+
+
+def _checked_regressor(v_g, weight, bias, out_shape, kind, activation, pieces, bn_weight, bn_bias, bn_eps,
+                       running_mean=None, running_var=None, momentum=0.1, training=True) -> torch.Tensor:
+    """:func:`regressor` once ``v_g`` is checked: the parameters' checks, then the computation."""
+    activation = _default_activation(kind, activation)
+    geometry = regressor_geometry(tuple(v_g.shape[1:]), out_shape, kind, pieces)
+    _check_regressor_args(v_g, weight, bias, bn_weight, bn_bias, bn_eps, geometry, activation, pieces,
+                          batch_statistics=training or running_mean is None)
+    return _regress(v_g, weight, bias, geometry, activation, bn_weight, bn_bias, float(bn_eps), running_mean,
+                    running_var, momentum, training)
+
+
+def _regress(v_g, weight, bias, geometry, activation, bn_weight, bn_bias, bn_eps, running_mean, running_var,
+             momentum, training) -> torch.Tensor:
+    dtype = accumulation_dtype(v_g)
+
+    def cast(t):
+        return None if t is None else t.to(dtype)
+
+    # the regressor is part of the loss: under autocast it runs in float32 like the reduction
+    with torch.autocast(device_type=v_g.device.type, enabled=False):
+        return _apply(v_g.to(dtype), cast(weight), cast(bias), geometry, activation, cast(bn_weight), cast(bn_bias),
+                      bn_eps, running_mean, running_var, momentum, training)
+
+
+def regressed_hint_loss(
+    v_g: torch.Tensor,
+    u_t: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    *,
+    kind: str = "conv_valid",
+    activation: str | None = None,
+    pieces: int = 1,
+    bn_weight: torch.Tensor | None = None,
+    bn_bias: torch.Tensor | None = None,
+    bn_eps: float = 1e-5,
+    convention: str | None = None,
+    half: bool | None = None,
+    reduction: str | None = None,
+) -> torch.Tensor:
+    r"""The hint loss of the regressed student, :math:`\mathcal L_{HT}(u_h, r(v_g;\mathbf W_r))`.
+
+    Arguments, conventions and result as :func:`kdref.reference.fitnet.regressed_hint_loss`;
+    differentiable with respect to ``v_g`` and every regressor parameter, while ``u_t`` is
+    detached. BatchNorm, when given, uses the batch's statistics; use :class:`HintRegressor`
+    for a layer that keeps running statistics.
+
+    Examples:
+      >>> import torch
+      >>> v = torch.tensor([[[[0.5, 1.5], [-1.0, 0.0], [2.0, -0.5]]], [[[-2.0, 0.0], [1.0, 3.0], [0.5, -1.0]]]])
+      >>> u = torch.tensor([[[[1.0, 1.0], [0.0, 0.5], [2.5, 0.0]], [[0.0, 0.0], [1.0, 0.5], [0.0, 1.0]]],
+      ...                   [[[0.0, 0.5], [1.5, 2.0], [0.0, 0.0]], [[1.5, 0.0], [0.0, 0.0], [0.5, 1.0]]]])
+      >>> w, b = torch.tensor([1.0, -0.5]).view(2, 1, 1, 1), torch.tensor([0.0, 0.5])
+      >>> regressed_hint_loss(v, u, w, b).item()
+      0.796875
+    """
+    knobs = REGRESSED_CONVENTIONS.resolve(convention, half=half, reduction=reduction)
+    check_float_tensor("v_g", v_g, ndim=4)
+    check_float_tensor("u_t", u_t, ndim=4)
+    check_same_batch("u_t", u_t, "v_g", v_g)
+    r_s = _checked_regressor(v_g, weight, bias, tuple(u_t.shape[1:]), kind, activation, pieces, bn_weight, bn_bias,
+                             bn_eps)
+    return _reduce(r_s, u_t.detach().to(r_s.dtype), knobs["half"], knobs["reduction"])
+
+
+class HintRegressor(nn.Module):
+    r"""The learnable regressor :math:`r(\cdot;\mathbf W_r)` from the student's guided map to the teacher's hint.
+
+    Holds the layer its ``kind`` needs (see :func:`kdref.reference.fitnet.regressor_geometry`)
+    as ``self.layer`` — an ``nn.Conv2d``, ``nn.ConvTranspose2d`` or ``nn.Linear`` with PyTorch's
+    default initialisation, or ``None`` for ``"identity"`` — and, with ``batchnorm=True``, an
+    ``nn.BatchNorm2d`` as ``self.bn``. Its forward pass is :func:`regressor` called with those
+    parameters, which the proof shows equal to the NumPy reference; in evaluation mode BatchNorm
+    uses its running statistics instead of the batch's.
+
+    ``HintRegressor(s_shape, t_shape, kind="repdistiller", batchnorm=True)`` has RepDistiller's
+    and mdistiller's ``ConvReg`` layers (ReLU by default; ``activation="none"`` for
+    ``use_relu=False``).
+
+    Args:
+      in_shape: the student's guided map ``(C_s, H_s, W_s)``.
+      out_shape: the teacher's hint ``(C_t, H_t, W_t)``.
+      kind: ``"conv_valid"`` (default, the paper), ``"conv1x1"``, ``"repdistiller"``, ``"fc"`` or
+        ``"identity"``.
+      activation: ``"relu"``, ``"maxout"`` or ``"none"``; ``None``: ``"relu"`` (``"none"`` for
+        ``"identity"``).
+      pieces: maxout pieces per output channel (≥ 2 with ``"maxout"``, else 1).
+      batchnorm: BatchNorm after the layer (RepDistiller, mdistiller, torchdistill); not in the paper.
+      bias: the layer has a bias (True in all the implementations).
+      bn_eps, bn_momentum: ``nn.BatchNorm2d``'s ``eps`` and ``momentum``.
+
+    Examples:
+      >>> reg = HintRegressor((16, 32, 32), (32, 16, 16), kind="repdistiller", batchnorm=True)
+      >>> reg.layer
+      Conv2d(16, 32, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
+    """
+
+    def __init__(self, in_shape, out_shape, kind: str = "conv_valid", activation: str | None = None,
+                 pieces: int = 1, batchnorm: bool = False, bias: bool = True, bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        self.activation = _default_activation(kind, activation)
+        self.geometry = regressor_geometry(in_shape, out_shape, kind, pieces)
+        g = self.geometry
+        if self.activation not in ACTIVATIONS or (self.activation == "maxout") != (g.pieces > 1):
+            raise ValueError(f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}, with pieces ≥ 2 "
+                             f"exactly for 'maxout'; got {self.activation!r} and pieces={g.pieces}")
+        if g.layer == "conv":
+            self.layer = nn.Conv2d(g.in_shape[0], g.out_channels, g.kernel, stride=g.stride, padding=g.padding,
+                                   bias=bias)
+        elif g.layer == "conv_transpose":
+            self.layer = nn.ConvTranspose2d(g.in_shape[0], g.out_channels, g.kernel, stride=g.stride,
+                                            padding=g.padding, bias=bias)
+        elif g.layer == "linear":
+            self.layer = nn.Linear(g.weight_shape[1], g.weight_shape[0], bias=bias)
+        else:
+            self.layer = None
+        if batchnorm and g.layer == "identity":
+            raise ValueError("an identity regressor has no layer to follow with BatchNorm")
+        self.bn = nn.BatchNorm2d(g.out_channels, eps=bn_eps, momentum=bn_momentum) if batchnorm else None
+
+    def forward(self, v_g: torch.Tensor) -> torch.Tensor:
+        """:math:`r(v_g)`, ``[N, C_t, H_t, W_t]``, from ``v_g`` ``[N, C_s, H_s, W_s]``."""
+        check_float_tensor("v_g", v_g, ndim=4)
+        return self._forward_checked(v_g)
+
+    def _forward_checked(self, v_g: torch.Tensor) -> torch.Tensor:
+        if tuple(v_g.shape[1:]) != self.geometry.in_shape:
+            raise ValueError(f"v_g must have shape [N, {', '.join(map(str, self.geometry.in_shape))}] for this "
+                             f"regressor, got {tuple(v_g.shape)}")
+        layer, bn = self.layer, self.bn
+        return _checked_regressor(
+            v_g, None if layer is None else layer.weight, None if layer is None else layer.bias,
+            self.geometry.out_shape, self.geometry.kind, self.activation, self.geometry.pieces,
+            None if bn is None else bn.weight, None if bn is None else bn.bias, 1e-5 if bn is None else bn.eps,
+            None if bn is None else bn.running_mean, None if bn is None else bn.running_var,
+            0.1 if bn is None else bn.momentum, self.training,
+        )
+
+    def extra_repr(self) -> str:
+        return f"kind={self.geometry.kind!r}, activation={self.activation!r}, pieces={self.geometry.pieces}"
+
+
+class RegressedHintLoss(nn.Module):
+    r"""A :class:`HintRegressor` and the hint loss in one module: ``loss = module(v_g, u_t)``.
+
+    Args:
+      in_shape, out_shape: as :class:`HintRegressor`.
+      convention: the hint loss's convention (``"paper"`` by default), as :func:`hint_loss`.
+      **regressor_options: ``kind``, ``activation``, ``pieces``, ``batchnorm``, ... of
+        :class:`HintRegressor`.
+
+    Examples:
+      >>> import torch
+      >>> crit = RegressedHintLoss((128, 16, 16), (256, 16, 16), kind="conv1x1", convention="mse")
+      >>> loss = crit(torch.randn(8, 128, 16, 16), torch.randn(8, 256, 16, 16))
+      >>> loss.shape
+      torch.Size([])
+    """
+
+    def __init__(self, in_shape, out_shape, convention: str | None = None, **regressor_options) -> None:
+        super().__init__()
+        self.knobs = dict(CONVENTIONS.resolve(convention))
+        self.regressor = HintRegressor(in_shape, out_shape, **regressor_options)
+
+    def forward(self, v_g: torch.Tensor, u_t: torch.Tensor) -> torch.Tensor:
+        check_float_tensor("v_g", v_g, ndim=4)
+        check_float_tensor("u_t", u_t, ndim=4)
+        check_same_batch("u_t", u_t, "v_g", v_g)
+        if tuple(u_t.shape[1:]) != self.regressor.geometry.out_shape:
+            raise ValueError(f"u_t must have shape [N, {', '.join(map(str, self.regressor.geometry.out_shape))}] "
+                             f"for this regressor, got {tuple(u_t.shape)}")
+        r_s = self.regressor._forward_checked(v_g)
+        return _reduce(r_s, u_t.detach().to(r_s.dtype), self.knobs["half"], self.knobs["reduction"])
