@@ -367,7 +367,9 @@ def at_loss_multi(
       fms_t: teacher activations, a list of the same length, ``[N, C_T^j, H_j, W_j]``.
       weights: per-pair weights :math:`w_j \ge 0` (torchdistill's per-pair ``weight``), default 1.
       reduce_layers: ``"sum"`` or ``"mean"`` over the pairs.
-      p, beta, convention, and the other knobs: as :func:`at_loss`, applied to every pair.
+      p, beta, convention: as :func:`at_loss`, applied to every pair.
+      channel_reduce, use_abs, eps, eps_mode, distance, p_norm, halve_beta, spatial, reduction: the
+        knobs of :func:`at_loss`, applied to every pair.
 
     Returns:
       a float, or ``[N]`` for ``reduction="none"``.
