@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from kdref.records import at, dml, fsp, logits, nst, st
+from kdref.records import at, dml, fitnet, fsp, logits, nst, st
 
-METHODS = {m.name: m for m in (st.METHOD, logits.METHOD, dml.METHOD, at.METHOD, nst.METHOD, fsp.METHOD)}
+METHODS = {m.name: m for m in (st.METHOD, logits.METHOD, dml.METHOD, at.METHOD, fitnet.METHOD, nst.METHOD, fsp.METHOD)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdref.proof import compare, max_abs
+from kdref.records._shared import REDUCTIONS_AGREE
 from kdref.reference import fitnet as ref
 from kdref.registry import Arg, Loss, Method, Property, Tolerance
 from kdref.strategies.fitnet import fitnet_inputs, fitnet_regressed_inputs
@@ -166,6 +167,7 @@ METHOD = Method(
     ),
     properties=(
         Property("≥ 0, zero at a match", zero_at_match_and_nonnegative.__doc__, zero_at_match_and_nonnegative),
+        REDUCTIONS_AGREE,
         Property("mse = paper × 2/(C·H·W)", mse_is_paper_times_2_over_chw.__doc__, mse_is_paper_times_2_over_chw,
                  _MSE),
         Property("official_conv_c01b = paper/(C·W)", official_is_paper_over_cw.__doc__, official_is_paper_over_cw,

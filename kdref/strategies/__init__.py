@@ -23,6 +23,7 @@ re-exported here.
 
 from kdref.strategies.at import at_inputs, at_multi_inputs
 from kdref.strategies.features import feature_maps, feature_pairs
+from kdref.strategies.fitnet import fitnet_inputs, fitnet_regressed_inputs
 from kdref.strategies.fsp import fsp_inputs, fsp_matrix_inputs
 from kdref.strategies.logits import (
     dml_inputs,
@@ -43,6 +44,8 @@ __all__ = [
     "dml_inputs",
     "feature_maps",
     "feature_pairs",
+    "fitnet_inputs",
+    "fitnet_regressed_inputs",
     "fsp_inputs",
     "fsp_matrix_inputs",
     "hinton_inputs",
