@@ -248,7 +248,8 @@ def _pair_distance(fm_s: np.ndarray, fm_t: np.ndarray, p: float, knobs: Mapping)
     return at_distance(Qs_hat, Qt_hat, knobs["distance"], knobs["p_norm"])
 
 
-def _factor(beta: float, knobs: Mapping) -> float:
+def beta_factor(beta: float, knobs: Mapping) -> float:
+    """β, halved where the convention keeps Eq. (2)'s β/2 (shared with kdref.torch.at)."""
     return beta / 2 if knobs["halve_beta"] else beta
 
 
@@ -331,7 +332,7 @@ def at_loss(
     )
     p, beta = check_hyperparameters(p, beta, knobs)
     fm_s, fm_t = _check_pair("fm_s", fm_s, "fm_t", fm_t, knobs["spatial"])
-    return _factor(beta, knobs) * reduce_batch(_pair_distance(fm_s, fm_t, p, knobs), knobs["reduction"])
+    return beta_factor(beta, knobs) * reduce_batch(_pair_distance(fm_s, fm_t, p, knobs), knobs["reduction"])
 
 
 def at_loss_multi(
@@ -403,7 +404,7 @@ def at_loss_multi(
         total = total + weights[j] * _pair_distance(fm_s, fm_t, p, knobs)
     if knobs["reduce_layers"] == "mean":
         total = total / len(fms_s)
-    return _factor(beta, knobs) * reduce_batch(total, knobs["reduction"])
+    return beta_factor(beta, knobs) * reduce_batch(total, knobs["reduction"])
 
 
 def _check_weights(weights, count: int) -> list[float]:

@@ -210,10 +210,13 @@ def check_pair_weights(weights, num_pairs: int) -> list[float]:
 _MAPS = ("student_first", "student_second", "teacher_first", "teacher_second")
 
 
-def _check_pairs(maps: dict) -> list[dict]:
+def check_pairs(maps: dict, *, as_array=as_float_array, same_batch=check_same_batch,
+                sequence=check_sequence) -> list[dict]:
     """Four lists of ``[N, C, H, W]`` maps, one per pair, with one batch size and dtype and the
-    teacher's channel counts equal to the student's; returns one dict of maps per pair."""
-    lists = {name: check_sequence(name, maps[name]) for name in _MAPS}
+    teacher's channel counts equal to the student's; returns one dict of maps per pair.
+
+    The torch side passes its own array checks (tensors, one device); the rules are these."""
+    lists = {name: sequence(name, maps[name]) for name in _MAPS}
     num_pairs = len(lists["student_first"])
     for name in _MAPS[1:]:
         if len(lists[name]) != num_pairs:
@@ -223,17 +226,18 @@ def _check_pairs(maps: dict) -> list[dict]:
     for i in range(num_pairs):
         pair = {}
         for name in _MAPS:
-            x = as_float_array(f"{name}[{i}]", lists[name][i], ndim=4)
+            x = as_array(f"{name}[{i}]", lists[name][i], ndim=4)
             if first is None:
                 first = x
             else:
-                check_same_batch(f"{name}[{i}]", x, "student_first[0]", first)
+                same_batch(f"{name}[{i}]", x, "student_first[0]", first)
             pair[name] = x
         for role, symbol in (("first", "m"), ("second", "n")):
             s, t = pair[f"student_{role}"], pair[f"teacher_{role}"]
             if t.shape[1] != s.shape[1]:
                 raise ValueError(f"teacher_{role}[{i}] must have the channel count of student_{role}[{i}] "
-                                 f"({symbol} = {s.shape[1]}): FSP compares matrices of one size, got shape {t.shape}")
+                                 f"({symbol} = {s.shape[1]}): FSP compares matrices of one size, got shape "
+                                 f"{tuple(t.shape)}")
         pairs.append(pair)
     return pairs
 
@@ -303,7 +307,7 @@ def fsp_loss(
     """
     knobs = CONVENTIONS.resolve(convention, pool=pool, distance=distance, pair_reduction=pair_reduction,
                                 reduction=reduction)
-    pairs = _check_pairs({"student_first": student_first, "student_second": student_second,
+    pairs = check_pairs({"student_first": student_first, "student_second": student_second,
                           "teacher_first": teacher_first, "teacher_second": teacher_second})
     lambdas = check_pair_weights(weights, len(pairs))
     terms = []

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from kdref._scalars import check_real
-from kdref.reference.at import CONVENTIONS, MULTI_CONVENTIONS, check_hyperparameters, common_size
+from kdref.reference.at import CONVENTIONS, MULTI_CONVENTIONS, beta_factor, check_hyperparameters, common_size
 from kdref.torch._common import (
     accumulation_dtype,
     adaptive_pool2d,
@@ -135,10 +135,6 @@ def _pair_distance(fm_s: torch.Tensor, fm_t: torch.Tensor, p: float, knobs: Mapp
     return at_distance(Qs_hat, Qt_hat, knobs["distance"], knobs["p_norm"])
 
 
-def _factor(beta: float, knobs: Mapping) -> float:
-    return beta / 2 if knobs["halve_beta"] else beta
-
-
 def at_loss(
     fm_s: torch.Tensor,
     fm_t: torch.Tensor,
@@ -180,7 +176,7 @@ def at_loss(
     )
     p, beta = check_hyperparameters(p, beta, knobs)
     fm_s, fm_t = _check_pair("fm_s", fm_s, "fm_t", fm_t, knobs["spatial"])
-    return _factor(beta, knobs) * reduce_batch(_pair_distance(fm_s, fm_t, p, knobs), knobs["reduction"])
+    return beta_factor(beta, knobs) * reduce_batch(_pair_distance(fm_s, fm_t, p, knobs), knobs["reduction"])
 
 
 def at_loss_multi(
@@ -235,7 +231,7 @@ def at_loss_multi(
         total = term if total is None else total + term
     if knobs["reduce_layers"] == "mean":
         total = total / len(fms_s)
-    return _factor(beta, knobs) * reduce_batch(total, knobs["reduction"])
+    return beta_factor(beta, knobs) * reduce_batch(total, knobs["reduction"])
 
 
 def _check_weights(weights, count: int) -> list[float]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from kdref.reference.fsp import CONVENTIONS, MATRIX_CONVENTIONS, POOLS, check_pair_weights
+from kdref.reference.fsp import CONVENTIONS, MATRIX_CONVENTIONS, POOLS, check_pair_weights, check_pairs
 from kdref.torch._common import (
     accumulation_dtype,
     adaptive_pool2d,
@@ -28,7 +28,6 @@ from kdref.torch._common import (
 
 __all__ = ["fsp_distance", "fsp_loss", "fsp_matrix", "match_spatial_pair"]
 
-_MAPS = ("student_first", "student_second", "teacher_first", "teacher_second")
 
 
 def _gram(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
@@ -103,34 +102,6 @@ def fsp_distance(g_s: torch.Tensor, g_t: torch.Tensor, kind: str = "sq_frobenius
     raise ValueError(f"kind must be one of 'sq_frobenius', 'mse', 'col_l2'; got {kind!r}")
 
 
-def _check_pairs(maps: dict) -> list[dict]:
-    """The checks of :func:`kdref.reference.fsp._check_pairs`, on tensors (one device as well)."""
-    lists = {name: check_sequence(name, maps[name]) for name in _MAPS}
-    num_pairs = len(lists["student_first"])
-    for name in _MAPS[1:]:
-        if len(lists[name]) != num_pairs:
-            raise ValueError(f"{name} must hold one map per layer pair ({num_pairs}, as student_first), "
-                             f"got {len(lists[name])}")
-    pairs, first = [], None
-    for i in range(num_pairs):
-        pair = {}
-        for name in _MAPS:
-            x = check_float_tensor(f"{name}[{i}]", lists[name][i], ndim=4)
-            if first is None:
-                first = x
-            else:
-                check_same_batch(f"{name}[{i}]", x, "student_first[0]", first)
-            pair[name] = x
-        for role, symbol in (("first", "m"), ("second", "n")):
-            s, t = pair[f"student_{role}"], pair[f"teacher_{role}"]
-            if t.shape[1] != s.shape[1]:
-                raise ValueError(f"teacher_{role}[{i}] must have the channel count of student_{role}[{i}] "
-                                 f"({symbol} = {s.shape[1]}): FSP compares matrices of one size, got shape "
-                                 f"{tuple(t.shape)}")
-        pairs.append(pair)
-    return pairs
-
-
 def fsp_loss(
     student_first: Sequence[torch.Tensor],
     student_second: Sequence[torch.Tensor],
@@ -171,8 +142,9 @@ def fsp_loss(
     """
     knobs = CONVENTIONS.resolve(convention, pool=pool, distance=distance, pair_reduction=pair_reduction,
                                 reduction=reduction)
-    pairs = _check_pairs({"student_first": student_first, "student_second": student_second,
-                          "teacher_first": teacher_first, "teacher_second": teacher_second})
+    pairs = check_pairs({"student_first": student_first, "student_second": student_second,
+                         "teacher_first": teacher_first, "teacher_second": teacher_second},
+                        as_array=check_float_tensor, same_batch=check_same_batch, sequence=check_sequence)
     lambdas = check_pair_weights(weights, len(pairs))
     dtype = accumulation_dtype(pairs[0]["student_first"])
     terms = []
