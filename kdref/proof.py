@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 
-from kdref.registry import Case, Loss, Method, Tolerance
+from kdref.registry import Arg, Case, Loss, Method, Tolerance
 
 CHECKS = ("golden", "agreement", "float32", "autocast", "gradcheck", "fd_gradient", "properties",
           "bad_input", "compile")
@@ -252,7 +252,7 @@ def _run(case_id: str, check: str, action: Callable[[_Worst], int], numeric: boo
     return Result(case_id, check, True, worst.error if numeric else None, worst.ratio if numeric else None, examples)
 
 
-def _scale(method: Method, inputs: Mapping[str, Any]) -> float:
+def error_scale(method: Method, inputs: Mapping[str, Any]) -> float:
     if method.error_scale is not None:
         return method.error_scale(inputs)
     return 1.0 + max_abs(inputs)
@@ -352,7 +352,7 @@ def check_agreement(case: Case, dtype: str = "float64", device: str = "cpu", max
             actual = case.loss.torch(**args, convention=case.convention)
             if actual.dtype != torch_dtype:
                 raise AssertionError(f"result dtype {actual.dtype}, expected {torch_dtype}")
-            compare(to_numpy(actual), expected, tol, _scale(case.method, inputs), "torch vs reference", worst)
+            compare(to_numpy(actual), expected, tol, error_scale(case.method, inputs), "torch vs reference", worst)
 
         return _hypothesis(case.loss.inputs(case.convention, gradient=False), body, max_examples)
 
@@ -374,7 +374,7 @@ def check_autocast(case: Case, device: str = "cpu", max_examples: int = 15) -> R
                 actual = case.loss.torch(**args, convention=case.convention)
             if actual.dtype != torch.float32:
                 raise AssertionError(f"result dtype {actual.dtype}: bfloat16 inputs must accumulate in float32")
-            compare(to_numpy(actual), expected, tol, _scale(case.method, inputs), "autocast vs reference", worst)
+            compare(to_numpy(actual), expected, tol, error_scale(case.method, inputs), "autocast vs reference", worst)
 
         return _hypothesis(case.loss.inputs(case.convention, gradient=False), body, max_examples)
 
@@ -445,7 +445,7 @@ def check_fd_gradient(case: Case, device: str = "cpu", max_examples: int = 10) -
     def action(worst: _Worst) -> int:
         def body(inputs):
             reference = subject(case, "reference")
-            scale = _scale(case.method, inputs)
+            scale = error_scale(case.method, inputs)
             for wrt in case.loss.differentiable:
                 expected = reference.grad(wrt, **inputs)
                 actual = torch_gradient(case.loss.torch, {**inputs, "convention": case.convention}, wrt, device)
@@ -517,7 +517,7 @@ def bad_inputs(case: Case, side: str, device: str = "cpu") -> list[BadInput]:
         if arg.name not in base:
             continue
         x = base[arg.name]
-        if arg.kind in ("logits", "features"):
+        if arg.kind in ("logits", "features", "embeddings"):
             cases += _bad_float_array(arg, x, base, ops)
         elif arg.kind.endswith("_list"):
             n = arg.name
@@ -541,7 +541,19 @@ def bad_inputs(case: Case, side: str, device: str = "cpu") -> list[BadInput]:
             if side == "torch":
                 cases.append(BadInput("labels on another device", {**base, arg.name: x.to("meta")},
                                       ValueError, arg.name))
+    fewest = case.loss.min_batch(case.convention)
+    if fewest > 1:
+        first = case.loss.args[0].name
+        cases.append(BadInput(f"{fewest - 1} sample(s), fewer than the {fewest} the loss needs",
+                              {k: _first_samples(v, fewest - 1) for k, v in base.items()}, ValueError, first))
     return cases
+
+
+def _first_samples(value, n: int):
+    """``value`` cut to its first ``n`` samples: arrays and tensors of rank ≥ 1, and lists of them."""
+    if isinstance(value, (list, tuple)):
+        return [_first_samples(v, n) for v in value]
+    return value[:n] if getattr(value, "ndim", 0) >= 1 else value
 
 
 _NOT_A_NUMBER = ("1", TypeError)
@@ -595,6 +607,8 @@ class _ArrayOps:
 
 
 def _bad_float_array(arg, x, base, ops: _ArrayOps) -> list[BadInput]:
+    if arg.kind == "embeddings":
+        return _bad_embeddings(arg, x, base, ops)
     n = arg.name
     cases = [
         BadInput(f"{n} of one rank less", {**base, n: x[0]}, ValueError, n),
@@ -616,6 +630,15 @@ def _bad_float_array(arg, x, base, ops: _ArrayOps) -> list[BadInput]:
         if ops.side == "torch":
             cases.append(BadInput(f"{n} on another device than {arg.like}", {**base, n: x.to("meta")}, ValueError, n))
     return cases
+
+
+def _bad_embeddings(arg, x, base, ops: _ArrayOps) -> list[BadInput]:
+    """Embeddings ``[N, ...]`` take any rank ≥ 2 (one rank more is another valid batch): the rank
+    error is a single vector; the other malformations are those of any float array."""
+    n = arg.name
+    flat = [BadInput(f"{n} of rank 1", {**base, n: x.reshape(-1)}, ValueError, n)]
+    return flat + [bad for bad in _bad_float_array(Arg(n, "array", arg.like, "batch"), x, base, ops)
+                   if "rank" not in bad.description]
 
 
 def check_bad_input(case: Case, device: str = "cpu") -> Result:
@@ -670,7 +693,7 @@ def check_compile(method: Method, loss: Loss, device: str = "cpu") -> Result:
             expected = subject(case, "reference")(**args)
             actual = compiled(**{k: to_torch(v, torch.float64, device) for k, v in args.items()},
                               convention=convention)
-            compare(to_numpy(actual), expected, method.tolerances["float64"], _scale(method, args),
+            compare(to_numpy(actual), expected, method.tolerances["float64"], error_scale(method, args),
                     "torch.compile vs reference", worst)
         return len(examples)
 

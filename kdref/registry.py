@@ -33,7 +33,9 @@ class Arg:
     """One argument of a loss and its role, from which bad inputs are generated.
 
     ``kind`` is one of ``"logits"`` (a float ``[N, C]`` array), ``"features"`` (a float
-    ``[N, C, H, W]`` array), ``"logits_list"`` / ``"features_list"`` (a list of them),
+    ``[N, C, H, W]`` array), ``"embeddings"`` (a float ``[N, ...]`` array of rank ≥ 2, one flattened
+    row per sample, as relational losses take), ``"logits_list"`` / ``"features_list"`` /
+    ``"embeddings_list"`` (a list of them),
     ``"labels"`` (integer ``[N]``), ``"temperature"`` (a real number > 0), ``"weight"``
     (a real number ≥ 0), ``"fraction"`` (a real number in [0, 1]) or ``"real"`` (any finite
     real number). ``like`` names the argument whose batch size, dtype and device this one must
@@ -79,6 +81,9 @@ class Loss:
     inputs: Callable[..., Any]  # (gradient: bool) -> Hypothesis strategy of kwargs dicts
     differentiable: tuple[str, ...] = ("student",)
     supports_gradgrad: bool = True
+    #: the fewest samples the loss is defined for under a convention (a pair, a triplet); a batch
+    #: one smaller must raise ``ValueError`` naming the first argument
+    min_batch: Callable[[str], int] = lambda convention: 1
 
     @property
     def torch(self) -> Callable[..., Any]:

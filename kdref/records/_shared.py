@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdref.proof import compare
+from kdref.proof import compare, error_scale
 from kdref.registry import Property, Tolerance
+
+#: rounding-level agreement of two evaluations of one float64 loss (per unit of the error scale)
+_EXACT = Tolerance(1e-9, 1e-13)
+#: a reference gradient is a central finite difference: its error is ~ε·scale/h
+_GRADIENT = Tolerance(1e-6, 1e-8)
 
 
 def _batch_size(inputs) -> int:
@@ -28,3 +33,42 @@ def reductions_agree(loss, x) -> float:
 
 
 REDUCTIONS_AGREE = Property("reductions agree", reductions_agree.__doc__, reductions_agree)
+
+
+def permute_batch(inputs, order: np.ndarray) -> dict:
+    """``inputs`` with the samples of every batch-shaped array (and of every list of them) taken in
+    ``order``; scalars and knobs unchanged."""
+    n = len(order)
+
+    def permuted(v):
+        if isinstance(v, (list, tuple)):
+            return [permuted(u) for u in v]
+        if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n:
+            return v[order]
+        return v
+
+    return {k: permuted(v) for k, v in inputs.items()}
+
+
+def permutation_invariant(loss, x) -> float:
+    """Relations between samples do not depend on their order: permuting the batch (the same
+    permutation for every input) leaves the loss unchanged."""
+    n = _batch_size(x)
+    order = np.random.default_rng(n).permutation(n)
+    return compare(loss(**permute_batch(x, order)), loss(**x), _EXACT, error_scale(loss.method, x),
+                   "loss of the permuted batch")
+
+
+def zero_when_student_is_teacher(loss, x) -> float:
+    """A student whose relations are the teacher's own has nothing to learn: the loss and its
+    gradient are 0 when the student is the teacher."""
+    at_match = {**x, "student": x["teacher"].copy()}
+    scale = error_scale(loss.method, at_match)
+    ratio = compare(loss(**at_match), 0 * loss(**at_match), _EXACT, scale, "loss at a match")
+    return max(ratio, compare(loss.grad("student", **at_match), 0 * at_match["student"], _GRADIENT, scale,
+                              "gradient at a match"))
+
+
+PERMUTATION_INVARIANT = Property("permutation invariant", permutation_invariant.__doc__, permutation_invariant)
+ZERO_AT_MATCH = Property("zero when student = teacher", zero_when_student_is_teacher.__doc__,
+                         zero_when_student_is_teacher)

@@ -10,10 +10,13 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "as_embeddings",
     "as_float_array",
     "check_labels",
+    "check_min_batch",
     "check_same_shape",
     "log_softmax",
+    "pairwise_sq_distances",
     "reduce_batch",
     "softmax",
 ]
@@ -57,6 +60,32 @@ def as_float_array(name: str, x, *, ndim: int | None = None) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} must be finite, found NaN or inf")
     return x
+
+
+def as_embeddings(name: str, x) -> np.ndarray:
+    """Validate a batch of embeddings ``[N, ...]`` (at least 2-D) and return it flattened to ``[N, D]``.
+
+    Relational losses compare samples with each other, so every axis after the batch axis is one
+    vector (as RepDistiller's ``view(N, -1)`` and torchdistill's ``flatten(1)`` do).
+    """
+    x = as_float_array(name, x)
+    if x.ndim < 2:
+        raise ValueError(f"{name} must be at least 2-D [N, D, ...] (one row per sample), got shape {x.shape}")
+    return x.reshape(x.shape[0], -1)
+
+
+def check_min_batch(name: str, n: int, minimum: int, why: str) -> None:
+    """A relational term needs ``minimum`` samples (a pair, a triplet); fewer is refused, not NaN."""
+    if n < minimum:
+        raise ValueError(f"{name} must have at least {minimum} samples {why}, got {n}")
+
+
+def pairwise_sq_distances(x: np.ndarray) -> np.ndarray:
+    r"""Squared Euclidean distances :math:`d^2_{ij}=\lVert x_i-x_j\rVert^2` of the rows of ``[N, D]``,
+    from the differences themselves (the reference's plain form; exactly 0 on the diagonal and
+    between duplicate rows)."""
+    diff = x[:, None, :] - x[None, :, :]
+    return np.einsum("ijd,ijd->ij", diff, diff)
 
 
 def _is_torch_tensor(x) -> bool:

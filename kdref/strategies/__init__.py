@@ -22,6 +22,7 @@ re-exported here.
 """
 
 from kdref.strategies.at import at_inputs, at_multi_inputs
+from kdref.strategies.embeddings import embedding_pairs, embeddings
 from kdref.strategies.features import feature_maps, feature_pairs
 from kdref.strategies.fitnet import fitnet_inputs, fitnet_regressed_inputs
 from kdref.strategies.fsp import fsp_inputs, fsp_matrix_inputs
@@ -42,6 +43,8 @@ __all__ = [
     "at_inputs",
     "at_multi_inputs",
     "dml_inputs",
+    "embedding_pairs",
+    "embeddings",
     "feature_maps",
     "feature_pairs",
     "fitnet_inputs",

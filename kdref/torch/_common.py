@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import torch
 
+from kdref.reference._common import check_min_batch  # pure Python: one message for both sides
+
 __all__ = [
     "accumulation_dtype",
+    "check_embeddings",
     "check_float_tensor",
     "check_labels",
+    "check_min_batch",
     "check_same_like",
     "check_sequence",
+    "pairwise_sq_distances",
     "reduce_batch",
 ]
 
@@ -41,6 +46,37 @@ def check_float_tensor(name: str, x, *, ndim: int | None = None) -> torch.Tensor
     if not torch.compiler.is_compiling() and x.device.type != "meta" and not _all_finite(x):
         raise ValueError(f"{name} must be finite, found NaN or inf")
     return x
+
+
+def check_embeddings(name: str, x) -> torch.Tensor:
+    """A batch of embeddings ``[N, ...]`` (at least 2-D), returned flattened to ``[N, D]``."""
+    x = check_float_tensor(name, x)
+    if x.dim() < 2:
+        raise ValueError(f"{name} must be at least 2-D [N, D, ...] (one row per sample), got shape {tuple(x.shape)}")
+    return x.flatten(1)
+
+
+def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
+    r"""Squared distances :math:`d^2_{ij}` of the rows of ``[N, D]`` through the Gram matrix of the
+    **centred** rows, :math:`d^2_{ij}=G_{ii}+G_{jj}-2G_{ij}`, with the diagonal set to exactly 0 and
+    rounding below 0 clamped.
+
+    The distances are translation invariant, so centring is free; it is what keeps float32 exact
+    enough when the rows share a large offset (post-ReLU features): the uncentred Gram of RKD's
+    official ``pdist`` (and of ``torch.cdist`` beyond 25 rows) cancels catastrophically there. The
+    Gram is computed in float32 at least, also under autocast. Entries within rounding of 0
+    (coincident rows, the diagonal) are exactly 0, with zero gradient.
+    """
+    x = x.to(accumulation_dtype(x))
+    with torch.autocast(x.device.type, enabled=False):
+        centred = x - x.mean(dim=0, keepdim=True)
+        gram = centred @ centred.T
+    norms = gram.diagonal()
+    scale = norms[:, None] + norms[None, :]
+    d2 = scale - 2 * gram
+    # below the Gram form's rounding level (~ε·(G_ii + G_jj)) a distance is noise: coincident rows
+    # (and the diagonal) get exactly 0, so losses can treat them as the spec's degenerate entries
+    return torch.where(d2 > 4 * torch.finfo(d2.dtype).eps * scale, d2, torch.zeros_like(d2))
 
 
 def _all_finite(x: torch.Tensor) -> bool:
