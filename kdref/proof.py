@@ -19,6 +19,7 @@ Checks:
 
 from __future__ import annotations
 
+import inspect
 import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -252,8 +253,12 @@ def _run(case_id: str, check: str, action: Callable[[_Worst], int], numeric: boo
     return Result(case_id, check, True, worst.error if numeric else None, worst.ratio if numeric else None, examples)
 
 
-def error_scale(method: Method, inputs: Mapping[str, Any]) -> float:
+def error_scale(method: Method, inputs: Mapping[str, Any], convention: str | None = None) -> float:
+    """The method's error scale of ``inputs``; a method whose rounding error depends on the
+    convention (a sum over N³ terms or their mean) declares ``error_scale(inputs, convention)``."""
     if method.error_scale is not None:
+        if len(inspect.signature(method.error_scale).parameters) == 2:
+            return method.error_scale(inputs, convention)
         return method.error_scale(inputs)
     return 1.0 + max_abs(inputs)
 
@@ -352,7 +357,7 @@ def check_agreement(case: Case, dtype: str = "float64", device: str = "cpu", max
             actual = case.loss.torch(**args, convention=case.convention)
             if actual.dtype != torch_dtype:
                 raise AssertionError(f"result dtype {actual.dtype}, expected {torch_dtype}")
-            compare(to_numpy(actual), expected, tol, error_scale(case.method, inputs), "torch vs reference", worst)
+            compare(to_numpy(actual), expected, tol, error_scale(case.method, inputs, case.convention), "torch vs reference", worst)
 
         return _hypothesis(case.loss.inputs(case.convention, gradient=False), body, max_examples)
 
@@ -374,7 +379,7 @@ def check_autocast(case: Case, device: str = "cpu", max_examples: int = 15) -> R
                 actual = case.loss.torch(**args, convention=case.convention)
             if actual.dtype != torch.float32:
                 raise AssertionError(f"result dtype {actual.dtype}: bfloat16 inputs must accumulate in float32")
-            compare(to_numpy(actual), expected, tol, error_scale(case.method, inputs), "autocast vs reference", worst)
+            compare(to_numpy(actual), expected, tol, error_scale(case.method, inputs, case.convention), "autocast vs reference", worst)
 
         return _hypothesis(case.loss.inputs(case.convention, gradient=False), body, max_examples)
 
@@ -445,7 +450,7 @@ def check_fd_gradient(case: Case, device: str = "cpu", max_examples: int = 10) -
     def action(worst: _Worst) -> int:
         def body(inputs):
             reference = subject(case, "reference")
-            scale = error_scale(case.method, inputs)
+            scale = error_scale(case.method, inputs, case.convention)
             for wrt in case.loss.differentiable:
                 expected = reference.grad(wrt, **inputs)
                 actual = torch_gradient(case.loss.torch, {**inputs, "convention": case.convention}, wrt, device)
@@ -693,7 +698,7 @@ def check_compile(method: Method, loss: Loss, device: str = "cpu") -> Result:
             expected = subject(case, "reference")(**args)
             actual = compiled(**{k: to_torch(v, torch.float64, device) for k, v in args.items()},
                               convention=convention)
-            compare(to_numpy(actual), expected, method.tolerances["float64"], error_scale(method, args),
+            compare(to_numpy(actual), expected, method.tolerances["float64"], error_scale(method, args, None),
                     "torch.compile vs reference", worst)
         return len(examples)
 

@@ -139,7 +139,8 @@ class Method:
     losses: tuple[Loss, ...]
     properties: tuple[Property, ...] = ()
     tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(STANDARD_TOLERANCES))
-    error_scale: Callable[[Mapping[str, Any]], float] | None = None
+    #: ``(inputs) -> float`` or ``(inputs, convention) -> float``: the size of rounding errors
+    error_scale: Callable[..., float] | None = None
 
     @property
     def spec(self) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
-from kdref.records import at, dml, fitnet, fsp, logits, nst, st
+from kdref.records import at, dml, fitnet, fsp, logits, nst, rkd, st
 
-METHODS = {m.name: m for m in (st.METHOD, logits.METHOD, dml.METHOD, at.METHOD, fitnet.METHOD, nst.METHOD, fsp.METHOD)}
+METHODS = {m.name: m for m in (
+    st.METHOD, logits.METHOD, dml.METHOD,  # logits
+    at.METHOD, fitnet.METHOD, nst.METHOD, fsp.METHOD,  # feature maps
+    rkd.METHOD,  # relations within the batch
+)}

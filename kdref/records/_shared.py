@@ -14,7 +14,22 @@ _GRADIENT = Tolerance(1e-6, 1e-8)
 
 
 def _batch_size(inputs) -> int:
-    return next(v.shape[0] for v in inputs.values() if isinstance(v, np.ndarray) and v.ndim >= 2)
+    """The batch size: of the first array of rank ≥ 2, looking into lists of arrays too."""
+    arrays = (u for v in inputs.values() for u in (v if isinstance(v, (list, tuple)) else [v]))
+    return next(u.shape[0] for u in arrays if isinstance(u, np.ndarray) and u.ndim >= 2)
+
+
+def _copy(value):
+    """A copy of an array, or of every array of a list."""
+    return [_copy(v) for v in value] if isinstance(value, (list, tuple)) else value.copy()
+
+
+def _zero_gradient(value) -> np.ndarray:
+    """The zero gradient with respect to an array, or to a list of arrays (flat and concatenated,
+    as :meth:`kdref.proof.Subject.grad` returns it)."""
+    if isinstance(value, (list, tuple)):
+        return np.zeros(sum(np.size(v) for v in value))
+    return 0 * value
 
 
 def reductions_agree(loss, x) -> float:
@@ -55,17 +70,17 @@ def permutation_invariant(loss, x) -> float:
     permutation for every input) leaves the loss unchanged."""
     n = _batch_size(x)
     order = np.random.default_rng(n).permutation(n)
-    return compare(loss(**permute_batch(x, order)), loss(**x), _EXACT, error_scale(loss.method, x),
+    return compare(loss(**permute_batch(x, order)), loss(**x), _EXACT, error_scale(loss.method, x, loss.convention),
                    "loss of the permuted batch")
 
 
 def zero_when_student_is_teacher(loss, x) -> float:
     """A student whose relations are the teacher's own has nothing to learn: the loss and its
     gradient are 0 when the student is the teacher."""
-    at_match = {**x, "student": x["teacher"].copy()}
-    scale = error_scale(loss.method, at_match)
+    at_match = {**x, "student": _copy(x["teacher"])}
+    scale = error_scale(loss.method, at_match, loss.convention)
     ratio = compare(loss(**at_match), 0 * loss(**at_match), _EXACT, scale, "loss at a match")
-    return max(ratio, compare(loss.grad("student", **at_match), 0 * at_match["student"], _GRADIENT, scale,
+    return max(ratio, compare(loss.grad("student", **at_match), _zero_gradient(at_match["student"]), _GRADIENT, scale,
                               "gradient at a match"))
 
 

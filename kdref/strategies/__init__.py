@@ -37,11 +37,13 @@ from kdref.strategies.logits import (
     temperatures,
     torchdistill_inputs,
 )
+from kdref.strategies.rkd import conditioning, rkd_inputs
 from kdref.strategies.nst import nst_inputs, nst_kernels, well_conditioned_maps
 
 __all__ = [
     "at_inputs",
     "at_multi_inputs",
+    "conditioning",
     "dml_inputs",
     "embedding_pairs",
     "embeddings",
@@ -58,6 +60,7 @@ __all__ = [
     "logits_inputs",
     "nst_inputs",
     "nst_kernels",
+    "rkd_inputs",
     "st_inputs",
     "temperatures",
     "torchdistill_inputs",

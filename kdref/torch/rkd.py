@@ -1,0 +1,204 @@
+r"""RKD — relational knowledge distillation, PyTorch implementation (mirrors :mod:`kdref.reference.rkd`).
+
+Every popular implementation builds the angle potential from the ``[N, N, D]`` tensor of edge
+vectors and an ``[N, N, N]`` batched product, for the student and again for the teacher, and
+autograd keeps both for the backward pass. kdref never forms an edge vector. Both potentials are
+functions of the pairwise squared distances alone (law of cosines),
+
+.. math:: \psi_A(x_i,x_j,x_k)=\frac{d_{ji}^2+d_{jk}^2-d_{ik}^2}{2\,d_{ji}\,d_{jk}},
+
+and :math:`d^2` comes from the Gram matrix of the *centred* rows (exact enough in float32 where the
+uncentred Gram of the official ``pdist`` cancels). The angle term is summed over the anchor
+:math:`j` in chunks of :math:`c` anchors: the forward pass keeps no chunk, and a custom backward
+(:class:`_AngleTerm`) recomputes each chunk to accumulate :math:`\partial\mathcal L/\partial d^2`
+(an :math:`N\times N` matrix), from which autograd finishes through the Gram matrix. Peak memory is
+:math:`O(N^2+cN^2+ND)` instead of :math:`O(N^2D+N^3)`.
+
+Zero-length edges (coincident samples) have cosine 0 and gradient 0; zero distances have
+gradient 0. The teacher is a constant.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdref._scalars import check_real
+from kdref.reference.rkd import CONVENTIONS
+from kdref.torch._common import check_embeddings, check_min_batch, check_same_batch, pairwise_sq_distances
+
+__all__ = [
+    "CONVENTIONS",
+    "angle_potential",
+    "distance_potential",
+    "rkd_angle_loss",
+    "rkd_distance_loss",
+    "rkd_loss",
+]
+
+#: elements of one [c, N, N] chunk of the angle term (1 MiB in float32): about 4 of them live at once
+CHUNK_ELEMENTS = 2**18
+
+
+def _inputs(student, teacher, minimum: int, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    s = check_embeddings("student", student)
+    t = check_embeddings("teacher", teacher)
+    check_same_batch("teacher", t, "student", s)
+    check_min_batch("student", s.shape[0], minimum, why)
+    return s, t.detach()
+
+
+def _sqrt_or_zero(d2: torch.Tensor) -> torch.Tensor:
+    """√d² with the zero subgradient where d² = 0 (plain ``sqrt`` would give an infinite one)."""
+    positive = d2 > 0
+    return torch.where(positive, torch.where(positive, d2, 1.0).sqrt(), 0.0)
+
+
+def _inverse_or_zero(d2: torch.Tensor) -> torch.Tensor:
+    """1/d, and 0 for a zero-length edge (whose direction is undefined; its cosine is 0)."""
+    positive = d2 > 0
+    return torch.where(positive, torch.where(positive, d2, 1.0).rsqrt(), 0.0)
+
+
+def distance_potential(x: torch.Tensor, *, clamp_sq: float = 0.0, mu: str = "offdiag",
+                       squared: bool = False) -> torch.Tensor:
+    r""":math:`\psi_D=d/\mu` from the centred Gram distances of ``x`` ``[N, D]``; see the reference."""
+    n = x.shape[0]
+    d2 = pairwise_sq_distances(x)
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    if clamp_sq > 0:
+        d2 = torch.where(off_diagonal, d2.clamp_min(clamp_sq), 0.0)
+    d = d2 if squared else _sqrt_or_zero(d2)
+    counted = off_diagonal if mu == "offdiag" else d > 0
+    mean = torch.where(counted, d, 0.0).sum() / counted.sum().clamp_min(1)
+    # a collapsed batch (every distance 0) has every potential 0
+    return torch.where(mean > 0, d / torch.where(mean > 0, mean, 1.0), 0.0)
+
+
+def angle_potential(x: torch.Tensor) -> torch.Tensor:
+    r""":math:`A_{jik}=\psi_A(x_i,x_j,x_k)`, the cosine at vertex :math:`x_j`, ``[N, N, N]``, by the
+    law of cosines (for inspection and tests; the loss never forms the whole tensor)."""
+    d2 = pairwise_sq_distances(x)
+    return _cosines(d2, _inverse_or_zero(d2), slice(None))
+
+
+def _cosines(d2: torch.Tensor, inv: torch.Tensor, anchors: slice) -> torch.Tensor:
+    r"""The ``[c, N, N]`` cosines at the anchors :math:`j` of the chunk:
+    :math:`\tfrac12(d^2_{ji}+d^2_{jk}-d^2_{ik})/(d_{ji}d_{jk})`, 0 where an edge has length 0."""
+    a, u = d2[anchors], inv[anchors]
+    if torch.is_grad_enabled():  # differentiable (double backward), one temporary per operation
+        return 0.5 * (a[:, :, None] + a[:, None, :] - d2[None]) * u[:, :, None] * u[:, None, :]
+    cos = a[:, :, None] + a[:, None, :]  # in place: a single [c, N, N] buffer
+    return cos.sub_(d2).mul_(0.5 * u[:, :, None]).mul_(u[:, None, :])
+
+
+def _anchor_chunks(n: int, chunk_size: int | None):
+    size = chunk_size or max(1, CHUNK_ELEMENTS // (n * n))
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+class _AngleTerm(torch.autograd.Function):
+    r""":math:`\sum_{j,i,k} m_{ik}\,\ell_1\big(A^T_{jik}, A^S_{jik}\big)` from the two :math:`d^2`
+    matrices, chunk by chunk over the anchor :math:`j` (``m`` masks :math:`i=k` for distinct triplets).
+
+    Backward, per chunk, with :math:`g=\ell_1'(A^S-A^T)\,m` (symmetric in :math:`i,k`) and
+    :math:`u=1/d`:
+
+    .. math::
+       \frac{\partial A_{jik}}{\partial d^2_{ji}}=\tfrac12\big(u_{ji}u_{jk}-A_{jik}u_{ji}^2\big),\qquad
+       \frac{\partial A_{jik}}{\partial d^2_{ik}}=-\tfrac12u_{ji}u_{jk},
+
+    so :math:`W_{j\cdot}\mathrel{+}=u_{j\cdot}\odot(g\,u_{j\cdot})-u_{j\cdot}^2\odot\sum_k gA` (the
+    :math:`d^2_{jk}` slot gives the same by symmetry) and
+    :math:`W\mathrel{+}=-\tfrac12\sum_j g_j\odot u_ju_j^\top`. The backward is written in
+    differentiable operations, so double backward works.
+    """
+
+    @staticmethod
+    def forward(ctx, d2_s, d2_t, distinct: bool, chunk_size):
+        ctx.save_for_backward(d2_s, d2_t)
+        ctx.distinct, ctx.chunk_size = distinct, chunk_size
+        inv_s, inv_t = _inverse_or_zero(d2_s), _inverse_or_zero(d2_t)
+        total = d2_s.new_zeros(())
+        for anchors in _anchor_chunks(d2_s.shape[0], chunk_size):
+            a_s, a_t = _cosines(d2_s, inv_s, anchors), _cosines(d2_t, inv_t, anchors)
+            terms = F.huber_loss(a_s, a_t, reduction="none", delta=1.0)
+            if distinct:
+                terms.diagonal(dim1=1, dim2=2).zero_()
+            total = total + terms.sum()
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        d2_s, d2_t = ctx.saved_tensors
+        inv_s, inv_t = _inverse_or_zero(d2_s), _inverse_or_zero(d2_t)
+        grad_d2 = torch.zeros_like(d2_s)
+        for anchors in _anchor_chunks(d2_s.shape[0], ctx.chunk_size):
+            a_s = _cosines(d2_s, inv_s, anchors)
+            g = (a_s - _cosines(d2_t, inv_t, anchors)).clamp(-1.0, 1.0)  # ℓ₁'(r), the Huber slope
+            if ctx.distinct:
+                g = g * ~torch.eye(g.shape[-1], dtype=torch.bool, device=g.device)
+            u = inv_s[anchors]
+            row = u * torch.einsum("jik,jk->ji", g, u) - u.square() * (g * a_s).sum(-1)
+            grad_d2 = grad_d2.index_add(0, torch.arange(anchors.start, anchors.stop, device=g.device), row)
+            grad_d2 = grad_d2 - 0.5 * torch.einsum("jik,ji,jk->ik", g, u, u)
+        return grad_total * grad_d2, None, None, None
+
+
+def _angle_sum(s: torch.Tensor, t: torch.Tensor, distinct: bool, chunk_size) -> torch.Tensor:
+    d2_s, d2_t = pairwise_sq_distances(s), pairwise_sq_distances(t)
+    with torch.autocast(d2_s.device.type, enabled=False):
+        return _AngleTerm.apply(d2_s, d2_t, distinct, chunk_size)
+
+
+def rkd_distance_loss(student, teacher, *, convention: str | None = None, tuples: str | None = None,
+                      reduction: str | None = None, clamp_sq: float | None = None, mu: str | None = None,
+                      squared: bool | None = None) -> torch.Tensor:
+    """Distance-wise RKD; see :func:`kdref.reference.rkd.rkd_distance_loss`."""
+    knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
+                                squared=squared)
+    clamp = check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)
+    s, t = _inputs(student, teacher, 2, "for a distance (μ is a mean over pairs)")
+    potential = {"clamp_sq": clamp, "mu": knobs["mu"], "squared": knobs["squared"]}
+    # the diagonal is 0 in both networks: summing all N² terms is summing the N(N−1) distinct pairs
+    total = F.huber_loss(distance_potential(s, **potential), distance_potential(t, **potential),
+                         reduction="sum", delta=1.0)
+    n = s.shape[0]
+    count = n * n if knobs["tuples"] == "all" else n * (n - 1)
+    return total if knobs["reduction"] == "sum" else total / count
+
+
+def rkd_angle_loss(student, teacher, *, convention: str | None = None, tuples: str | None = None,
+                   reduction: str | None = None, clamp_sq: float | None = None, mu: str | None = None,
+                   squared: bool | None = None, chunk_size: int | None = None) -> torch.Tensor:
+    """Angle-wise RKD; see :func:`kdref.reference.rkd.rkd_angle_loss`. ``chunk_size`` anchors are
+    processed at a time (default: as many as fit :data:`CHUNK_ELEMENTS`); it changes memory, not
+    the value."""
+    knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
+                                squared=squared)
+    averaged_over_triplets = knobs["reduction"] == "mean" and knobs["tuples"] == "distinct"
+    s, t = _inputs(student, teacher, 3 if averaged_over_triplets else 1, "for a mean over distinct triplets")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    distinct = knobs["tuples"] == "distinct"
+    total = _angle_sum(s, t, distinct, chunk_size)
+    n = s.shape[0]
+    count = n * (n - 1) * (n - 2) if distinct else n**3
+    return total if knobs["reduction"] == "sum" else total / count
+
+
+def rkd_loss(student, teacher, *, w_dist: float = 1.0, w_angle: float = 2.0, convention: str | None = None,
+             tuples: str | None = None, reduction: str | None = None, clamp_sq: float | None = None,
+             mu: str | None = None, squared: bool | None = None, chunk_size: int | None = None) -> torch.Tensor:
+    """RKD-DA, ``w_dist · distance + w_angle · angle``; see :func:`kdref.reference.rkd.rkd_loss`."""
+    w_dist = check_real("w_dist", w_dist, low=0.0)
+    w_angle = check_real("w_angle", w_angle, low=0.0)
+    knobs = {"convention": convention, "tuples": tuples, "reduction": reduction, "clamp_sq": clamp_sq, "mu": mu,
+             "squared": squared}
+    total = 0.0
+    if w_dist > 0 or w_angle == 0:
+        total = total + w_dist * rkd_distance_loss(student, teacher, **knobs)
+    if w_angle > 0:
+        total = total + w_angle * rkd_angle_loss(student, teacher, **knobs, chunk_size=chunk_size)
+    return total
