@@ -357,7 +357,8 @@ def check_agreement(case: Case, dtype: str = "float64", device: str = "cpu", max
             actual = case.loss.torch(**args, convention=case.convention)
             if actual.dtype != torch_dtype:
                 raise AssertionError(f"result dtype {actual.dtype}, expected {torch_dtype}")
-            compare(to_numpy(actual), expected, tol, error_scale(case.method, inputs, case.convention), "torch vs reference", worst)
+            scale = error_scale(case.method, inputs, case.convention)
+            compare(to_numpy(actual), expected, tol, scale, "torch vs reference", worst)
 
         return _hypothesis(case.loss.inputs(case.convention, gradient=False), body, max_examples)
 
@@ -379,7 +380,8 @@ def check_autocast(case: Case, device: str = "cpu", max_examples: int = 15) -> R
                 actual = case.loss.torch(**args, convention=case.convention)
             if actual.dtype != torch.float32:
                 raise AssertionError(f"result dtype {actual.dtype}: bfloat16 inputs must accumulate in float32")
-            compare(to_numpy(actual), expected, tol, error_scale(case.method, inputs, case.convention), "autocast vs reference", worst)
+            scale = error_scale(case.method, inputs, case.convention)
+            compare(to_numpy(actual), expected, tol, scale, "autocast vs reference", worst)
 
         return _hypothesis(case.loss.inputs(case.convention, gradient=False), body, max_examples)
 

@@ -33,4 +33,6 @@ def test_markdown_reports_ratios_and_targets():
 def test_every_shipped_benchmark_file_loads():
     for path in sorted(bench.BENCHMARK_DIR.glob("*.py")):
         cases = bench.load(path.stem)
-        assert cases and all({"kdref", "naive"} <= set(c.variants) for c in cases), path
+        # a case without the naive form (it does not fit in memory) has kdref's own peak as its target
+        assert cases and all({"kdref", "naive"} <= set(c.variants) or "peak_bytes" in c.targets for c in cases), path
+        assert all("kdref" in c.variants for c in cases), path

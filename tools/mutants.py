@@ -1,8 +1,9 @@
 """Mutation run: break the math one way at a time and check that the test suite turns red.
 
 Each mutant is a (file, original text, replacement) edit. For each, the repository is copied to
-a temporary directory, the edit applied, and the proof tests run there; a mutant that leaves
-the suite green is a hole in the proof. Usage::
+a temporary directory, the edit applied, and the tests that guard the file run there (a method's
+module: its generic proof, its own test file and its doctests; anything else: the whole proof); a
+mutant that leaves them green is a hole in the proof. Usage::
 
     .venv/bin/python tools/mutants.py            # all mutants
     .venv/bin/python tools/mutants.py st         # those whose name starts with "st"
@@ -106,7 +107,99 @@ MUTANTS = [
      "return _reduce(r_s, u_t.detach().to(r_s.dtype), knobs", "return _reduce(r_s, u_t.to(r_s.dtype), knobs"),
     ("fitnet/torch: regressor bias dropped", "kdref/torch/fitnet.py",
      "z = F.conv2d(v_g, weight, bias, stride", "z = F.conv2d(v_g, weight, None, stride"),
+    ("sp/reference: no row normalisation", "kdref/reference/sp.py",
+     "    return g / np.maximum(norms, eps)\n", "    return g\n"),
+    ("sp/torch: no row normalisation", "kdref/torch/sp.py", "    return g * scale\n", "    return g\n"),
+    ("sp/reference: p ignored (always ℓ2)", "kdref/reference/sp.py",
+     "    norms = np.sum(np.abs(g) ** p, axis=1, keepdims=True) ** (1.0 / p)\n",
+     "    norms = np.sqrt(np.sum(g ** 2, axis=1, keepdims=True))\n"),
+    ("sp/reference: layers summed instead of averaged", "kdref/reference/sp.py",
+     '    return total / len(terms) if knobs["layer_reduction"] == "mean" else total\n', "    return total\n"),
+    ("sp/torch: layers summed instead of averaged", "kdref/torch/sp.py",
+     '        return total / len(terms) if knobs["layer_reduction"] == "mean" else total\n', "        return total\n"),
+    ("sp/torch: diagonal dropped", "kdref/torch/sp.py", "    total = (g_t - g_s).square().sum()\n",
+     "    total = (g_t - g_s).square().sum() - (g_t - g_s).diagonal().square().sum()\n"),
+    ("sp/torch: zero-row gradient not masked", "kdref/torch/sp.py",
+     "        scale = torch.where(norms > 0, scale, torch.zeros_like(scale))\n", "        scale = scale\n"),
+    ("sp/torch: teacher not detached", "kdref/torch/sp.py", "s, t = s.to(dtype), t.detach().to(dtype)",
+     "s, t = s.to(dtype), t.to(dtype)"),
+    ("sp/torch: products under autocast", "kdref/torch/sp.py",
+     "    with torch.autocast(device_type=q_s[0].device.type, enabled=False):\n", "    if True:\n"),
+    ("sp/torch: trace-form cosine not masked", "kdref/torch/sp.py",
+     "    cosine = torch.where(both, cross / (m_t * m_s), torch.zeros_like(cross))\n",
+     "    cosine = cross / (m_t * m_s)\n"),
+    ("pkt/reference: the paper keeps the self-pairs", "kdref/reference/pkt.py",
+     'include_self = knobs["include_self"]', "include_self = True"),
+    ("pkt/reference: the official code drops the self-pairs", "kdref/reference/pkt.py",
+     'include_self = knobs["include_self"]', "include_self = False"),
+    ("pkt/torch: the paper keeps the self-pairs", "kdref/torch/pkt.py",
+     'include = knobs["include_self"]', "include = True"),
+    ("pkt/torch: the official code drops the self-pairs", "kdref/torch/pkt.py",
+     'include = knobs["include_self"]', "include = False"),
+    ("pkt/torch: the paper's normaliser keeps the diagonal", "kdref/torch/pkt.py",
+     "s = s - K.reshape(-1)[:: n + 1]", "s = s"),
+    ("pkt/reference: KL with the student first", "kdref/reference/pkt.py",
+     "per_anchor = kl_per_anchor(P, Q, eps)", "per_anchor = kl_per_anchor(Q, P, eps)"),
+    ("pkt/torch: no ε in the log", "kdref/torch/pkt.py",
+     "inner = torch.log(K + eps * s.unsqueeze(1))", "inner = torch.log(K)"),
+    ("pkt/torch: uniform row normalised by 1 instead of N − 1", "kdref/torch/pkt.py",
+     "torch.full_like(s, max(n - 1, 1))", "torch.ones_like(s)"),
+    ("pkt/reference: the paper's mean over N²", "kdref/reference/pkt.py",
+     "return n * n if include_self else n * (n - 1)", "return n * n"),
+    ("cc/reference: Taylor coefficient without 1/p!", "kdref/reference/cc.py",
+     "(2.0 * gamma) ** p / math.factorial(p)", "(2.0 * gamma) ** p"),
+    ("cc/torch: Taylor coefficient without 1/p!", "kdref/torch/cc.py", "(2.0 * gamma / p)", "(2.0 * gamma)"),
+    ("cc/reference: Taylor coefficient γ^p instead of (2γ)^p", "kdref/reference/cc.py",
+     "(2.0 * gamma) ** p / math.factorial(p)", "gamma ** p / math.factorial(p)"),
+    ("cc/torch: Taylor coefficient γ^p instead of (2γ)^p", "kdref/torch/cc.py", "(2.0 * gamma / p)", "(gamma / p)"),
+    ("cc/reference: torchdistill's Frobenius norm squared", "kdref/reference/cc.py",
+     'distance = squared if norm == "fro_sq" else math.sqrt(squared)', "distance = squared"),
+    ("cc/torch: mean over n instead of n²", "kdref/torch/cc.py",
+     "distance / difference.numel()", "distance / difference.shape[0]"),
+    ("cc/torch: teacher not detached", "kdref/torch/cc.py",
+     "C_T = correlation_matrix(F_T.detach().to(dtype)", "C_T = correlation_matrix(F_T.to(dtype)"),
+    ("cc/torch: zero row not masked", "kdref/torch/cc.py",
+     "return torch.where(length >= eps, unit, unit.detach())", "return unit"),
+    ("cc/torch: adjacent mean over n, not n − 1", "kdref/torch/cc.py",
+     "residuals.mean() if", "residuals.sum() / F_S.shape[0] if"),
+    ("cc/reference: pairs (i, i + 2)", "kdref/reference/cc.py",
+     "np.sum(delta[:-1] * delta[1:], axis=1)", "np.sum(delta[:-2] * delta[2:], axis=1)"),
+    ("cc/torch: normalise over the batch", "kdref/torch/cc.py",
+     "torch.linalg.vector_norm(F, dim=1, keepdim=True)", "torch.linalg.vector_norm(F, dim=0, keepdim=True)"),
+    ("cc/torch: exact Gaussian without γ", "kdref/torch/cc.py",
+     "torch.exp(-gamma * _sq_distances(F))", "torch.exp(-_sq_distances(F))"),
+    ("cc/torch: exact Gaussian from uncentred rows", "kdref/torch/cc.py",
+     "centred = F - F.mean(dim=0, keepdim=True)", "centred = F"),
+    ("cc/reference: exact Gaussian with 2γ", "kdref/reference/cc.py",
+     "np.exp(-gamma * pairwise_sq_distances(F))", "np.exp(-2 * gamma * pairwise_sq_distances(F))"),
+    ("cc/torch: plain √ at the kink", "kdref/torch/cc.py",
+     "distance = torch.where(matched, squared, torch.where(matched, torch.ones_like(squared), squared).sqrt())",
+     "distance = squared.sqrt()"),
+    ("rkd/reference: angle without normalising the edges", "kdref/reference/rkd.py",
+     "e = np.divide(edges, lengths, out=np.zeros_like(edges), where=lengths > 0)", "e = edges"),
+    ("rkd/torch: angle without normalising the edges", "kdref/torch/rkd.py",
+     "return cos.sub_(d2).mul_(0.5 * u[:, :, None]).mul_(u[:, None, :])", "return cos.sub_(d2).mul_(0.5)"),
+    ("rkd/torch: backward without the d²_ik slot", "kdref/torch/rkd.py",
+     'grad_d2 = grad_d2 - 0.5 * torch.einsum("jik,ji,jk->ik", g, u, u)', "pass"),
+    ("rkd/torch: zero-length edges not masked", "kdref/torch/rkd.py",
+     "return torch.where(positive, torch.where(positive, d2, 1.0).rsqrt(), 0.0)",
+     "return d2.clamp_min(1e-24).rsqrt()"),
+    ("rkd/reference: μ over all N² entries", "kdref/reference/rkd.py",
+     'counted = off_diagonal if mu == "offdiag" else d > 0', "counted = np.ones_like(d, dtype=bool)"),
+    ("rkd/torch: i = k triplets summed under paper", "kdref/torch/rkd.py",
+     "                terms.diagonal(dim1=1, dim2=2).zero_()\n", "                pass\n"),
+    ("rkd/torch: teacher not detached", "kdref/torch/rkd.py", "return s, t.detach()", "return s, t"),
 ]
+
+
+def tests_for(path: str, root: Path) -> list[str]:
+    """The tests that stand guard over ``path``: for a method's module, the generic proof of that
+    method and its own test file; for anything else, the whole proof."""
+    method = Path(path).stem
+    own = root / "tests" / f"test_{method}.py"
+    if Path(path).parent.name in ("reference", "torch") and own.is_file():
+        return ["tests/test_proof.py", "-k", f"{method}: or test_{method}", str(own.relative_to(root))]
+    return ["tests/test_proof.py", "tests/test_harness_can_fail.py"]
 
 
 def run(name: str, path: str, old: str, new: str) -> tuple[bool, float, str]:
@@ -120,8 +213,8 @@ def run(name: str, path: str, old: str, new: str) -> tuple[bool, float, str]:
         target.write_text(text.replace(old, new))
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                               "tests/test_proof.py", "tests/test_harness_can_fail.py", "--doctest-modules",
-                               "kdref"], cwd=copy, capture_output=True, text=True,
+                               *tests_for(path, copy), "--doctest-modules", path],
+                              cwd=copy, capture_output=True, text=True,
                               env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
         failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
         return proc.returncode != 0, time.perf_counter() - start, (failed or [""])[0][:150]

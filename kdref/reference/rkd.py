@@ -139,7 +139,20 @@ def rkd_distance_loss(student, teacher, *, convention: str | None = None, tuples
                       reduction: str | None = None, clamp_sq: float | None = None, mu: str | None = None,
                       squared: bool | None = None) -> float:
     r"""Distance-wise RKD: :math:`\sum_{i\ne j}\ell_1(\psi_D(t_i,t_j),\psi_D(s_i,s_j))` ("paper"),
-    or its mean over all :math:`N^2` pairs ("official"). Needs :math:`N\ge2` (a pair for :math:`\mu`)."""
+    or its mean over all :math:`N^2` pairs ("official"). Needs :math:`N\ge2` (a pair for :math:`\mu`).
+
+    Args:
+      student: student embeddings :math:`s`, ``[N, ...]`` (every axis after the batch flattened).
+      teacher: teacher embeddings :math:`t`, ``[N, ...]``, a constant target; the width may differ.
+      convention: ``"paper"`` (default) or ``"official"`` (aliases ``"kdzoo"``, ``"repdistiller"``,
+        ``"mdistiller"``, ``"torchdistill"``).
+      tuples: ``"distinct"`` pairs :math:`i\ne j` and triplets (paper) or ``"all"`` :math:`N^2` and
+        :math:`N^3` entries, degenerate ones included (official).
+      reduction: ``"sum"`` (paper; torchdistill's ``reduction="sum"``) or ``"mean"`` over the tuples.
+      clamp_sq, mu, squared: the distance potential's floor of :math:`d^2` before the square root
+        (0 or the official 1e-12), the pairs :math:`\mu` averages (``"offdiag"`` or ``"positive"``)
+        and mdistiller's squared distances; they do not change the angle.
+    """
     knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
                                 squared=squared)
     clamp = check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)
@@ -155,7 +168,20 @@ def rkd_angle_loss(student, teacher, *, convention: str | None = None, tuples: s
     r"""Angle-wise RKD: :math:`\sum_{i\ne j\ne k}\ell_1(\psi_A(t_i,t_j,t_k),\psi_A(s_i,s_j,s_k))`
     ("paper"), or its mean over all :math:`N^3` triplets ("official"). The sum over no triplet
     (:math:`N<3`) is 0; the mean over distinct triplets needs :math:`N\ge3`. The distance knobs are
-    accepted (one set of knobs for the three RKD losses) and do not change the angle."""
+    accepted (one set of knobs for the three RKD losses) and do not change the angle.
+
+    Args:
+      student: student embeddings :math:`s`, ``[N, ...]`` (every axis after the batch flattened).
+      teacher: teacher embeddings :math:`t`, ``[N, ...]``, a constant target; the width may differ.
+      convention: ``"paper"`` (default) or ``"official"`` (aliases ``"kdzoo"``, ``"repdistiller"``,
+        ``"mdistiller"``, ``"torchdistill"``).
+      tuples: ``"distinct"`` pairs :math:`i\ne j` and triplets (paper) or ``"all"`` :math:`N^2` and
+        :math:`N^3` entries, degenerate ones included (official).
+      reduction: ``"sum"`` (paper; torchdistill's ``reduction="sum"``) or ``"mean"`` over the tuples.
+      clamp_sq, mu, squared: the distance potential's floor of :math:`d^2` before the square root
+        (0 or the official 1e-12), the pairs :math:`\mu` averages (``"offdiag"`` or ``"positive"``)
+        and mdistiller's squared distances; they do not change the angle.
+    """
     knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
                                 squared=squared)
     averaged_over_triplets = knobs["reduction"] == "mean" and knobs["tuples"] == "distinct"
@@ -169,7 +195,21 @@ def rkd_loss(student, teacher, *, w_dist: float = 1.0, w_angle: float = 2.0, con
              mu: str | None = None, squared: bool | None = None) -> float:
     r"""RKD-DA: :math:`\lambda_D\mathcal L_{\text{RKD-D}}+\lambda_A\mathcal L_{\text{RKD-A}}`. The
     defaults 1 and 2 are the official metric-learning weights; RepDistiller, mdistiller and KD-Zoo
-    use 25 and 50 for classification. A term whose weight is 0 is skipped (as torchdistill does)."""
+    use 25 and 50 for classification. A term whose weight is 0 is skipped (as torchdistill does).
+
+    Args:
+      student: student embeddings :math:`s`, ``[N, ...]`` (every axis after the batch flattened).
+      teacher: teacher embeddings :math:`t`, ``[N, ...]``, a constant target; the width may differ.
+      convention: ``"paper"`` (default) or ``"official"`` (aliases ``"kdzoo"``, ``"repdistiller"``,
+        ``"mdistiller"``, ``"torchdistill"``).
+      tuples: ``"distinct"`` pairs :math:`i\ne j` and triplets (paper) or ``"all"`` :math:`N^2` and
+        :math:`N^3` entries, degenerate ones included (official).
+      reduction: ``"sum"`` (paper; torchdistill's ``reduction="sum"``) or ``"mean"`` over the tuples.
+      clamp_sq, mu, squared: the distance potential's floor of :math:`d^2` before the square root
+        (0 or the official 1e-12), the pairs :math:`\mu` averages (``"offdiag"`` or ``"positive"``)
+        and mdistiller's squared distances; they do not change the angle.
+      w_dist, w_angle: the weights :math:`\lambda_D, \lambda_A \ge 0`.
+    """
     w_dist = check_real("w_dist", w_dist, low=0.0)
     w_angle = check_real("w_angle", w_angle, low=0.0)
     knobs = {"convention": convention, "tuples": tuples, "reduction": reduction, "clamp_sq": clamp_sq, "mu": mu,

@@ -22,6 +22,7 @@ re-exported here.
 """
 
 from kdref.strategies.at import at_inputs, at_multi_inputs
+from kdref.strategies.cc import cc_adjacent_inputs, cc_inputs
 from kdref.strategies.embeddings import embedding_pairs, embeddings
 from kdref.strategies.features import feature_maps, feature_pairs
 from kdref.strategies.fitnet import fitnet_inputs, fitnet_regressed_inputs
@@ -37,12 +38,16 @@ from kdref.strategies.logits import (
     temperatures,
     torchdistill_inputs,
 )
-from kdref.strategies.rkd import conditioning, rkd_inputs
 from kdref.strategies.nst import nst_inputs, nst_kernels, well_conditioned_maps
+from kdref.strategies.pkt import pkt_inputs, well_posed_rows
+from kdref.strategies.rkd import conditioning, rkd_inputs
+from kdref.strategies.sp import smooth_rows, sp_inputs
 
 __all__ = [
     "at_inputs",
     "at_multi_inputs",
+    "cc_adjacent_inputs",
+    "cc_inputs",
     "conditioning",
     "dml_inputs",
     "embedding_pairs",
@@ -60,9 +65,13 @@ __all__ = [
     "logits_inputs",
     "nst_inputs",
     "nst_kernels",
+    "pkt_inputs",
     "rkd_inputs",
+    "smooth_rows",
+    "sp_inputs",
     "st_inputs",
     "temperatures",
     "torchdistill_inputs",
     "well_conditioned_maps",
+    "well_posed_rows",
 ]

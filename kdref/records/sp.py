@@ -1,0 +1,148 @@
+"""The registry record of SP (similarity-preserving KD), with the properties its math guarantees."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdref.proof import compare
+from kdref.records._shared import PERMUTATION_INVARIANT, ZERO_AT_MATCH
+from kdref.reference import sp as ref
+from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.strategies.sp import sp_inputs
+
+_EXACT = Tolerance(1e-9, 1e-13)
+#: a gradient from the reference side is a finite difference: its error is about ε·scale/h
+_GRADIENT = Tolerance(1e-6, 1e-8)
+#: the trace form's 2b − 2Σcos cancels, and its row norms come from a quadratic form (float64)
+_TRACE = Tolerance(1e-9, 1e-12)
+_L2 = ("sp_loss/paper", "sp_loss/kdzoo", "sp_loss/*distiller")
+
+
+def _rows(x) -> list[np.ndarray]:
+    return [a.reshape(a.shape[0], -1) for a in [*x["student"], *x["teacher"]]]
+
+
+def _scale(inputs, convention=None) -> float:
+    """The size of the rounding error of the loss: the entries of every G lie in [−1, 1] and each
+    pair's term is at most 4/b (× b² for the "sum" reduction), summed over the pairs; an entry of G
+    errs by about ε · (largest row norm / smallest non-zero row norm), since a small row is divided
+    by its own squared norm."""
+    worst = 1.0
+    for q in _rows(inputs):
+        norms = np.linalg.norm(q, axis=1)
+        nonzero = norms[norms > 0]
+        if nonzero.size:
+            worst = max(worst, float(nonzero.max() / nonzero.min()))
+    b = inputs["student"][0].shape[0]
+    return len(inputs["student"]) * worst * (b * b if inputs.get("reduction") == "sum" else 1)
+
+
+def _without(x, *knobs) -> dict:
+    return {k: v for k, v in x.items() if k not in knobs}
+
+
+def _split(grad: np.ndarray, arrays) -> list[np.ndarray]:
+    """A flat gradient with respect to a list, cut back into one array per item."""
+    sizes = np.cumsum([a.size for a in arrays])[:-1]
+    return [g.reshape(a.shape) for g, a in zip(np.split(grad, sizes), arrays, strict=True)]
+
+
+def layer_rescaling_invariance(loss, x) -> float:
+    """Each row of G is normalised, so a positive rescaling of any one layer's maps (the whole
+    batch, one factor) changes nothing — hence ⟨∂L/∂Q_S, Q_S⟩ = 0 for every student layer.
+    (Rescaling single samples does change the loss: row i's norm removes c_i but not the c_j.)"""
+    rng = np.random.default_rng(len(x["student"]))
+    scaled = {**x, "student": [a * rng.choice([1e-3, 0.5, 7.0, 1e3]) for a in x["student"]],
+              "teacher": [a * rng.choice([1e-3, 0.5, 7.0, 1e3]) for a in x["teacher"]]}
+    worst = compare(loss(**scaled), loss(**x), _EXACT, _scale(x), "loss after rescaling every layer")
+    for g, a in zip(_split(loss.grad("student", **x), x["student"]), x["student"], strict=True):
+        bound = _GRADIENT.rtol * float(np.sum(np.abs(g * a))) + _GRADIENT.atol * _scale(x)
+        worst = max(worst, compare(np.sum(g * a), 0.0, Tolerance(0.0, 1.0), bound, "⟨∂L/∂Q_S, Q_S⟩ per layer"))
+    return worst
+
+
+def symmetric_in_student_and_teacher(loss, x) -> float:
+    """‖G_T − G_S‖² is symmetric: swapping the student's and the teacher's maps leaves the value unchanged."""
+    swapped = {**x, "student": x["teacher"], "teacher": x["student"]}
+    return compare(loss(**swapped), loss(**x), _EXACT, _scale(x), "loss with student and teacher swapped")
+
+
+def bounded_by_four_over_b(loss, x) -> float:
+    """Every row of G has ℓ2 norm 1 (or ≤ 1 for ℓ1 rows, 0 for a zero sample), so each row of
+    G_T − G_S has squared norm ≤ 4 and each pair's term lies in [0, 4/b] ("batchmean")."""
+    value = float(loss(**_without(x, "reduction", "layer_reduction"), layer_reduction="sum", reduction="batchmean"))
+    pairs, b = len(x["student"]), x["student"][0].shape[0]
+    if not -_EXACT.atol * _scale(x) <= value <= 4.0 * pairs / b * (1 + _EXACT.rtol):
+        raise AssertionError(f"loss {value} outside [0, 4 · {pairs} pairs / b = {4.0 * pairs / b}]")
+    return 0.0
+
+
+def layer_terms_add_up(loss, x) -> float:
+    """Layer pairs are independent terms: the loss is the sum of the single-pair losses
+    (``layer_reduction="sum"``) or their mean ("mean"), each pair (teacher[k], student[k])."""
+    base = _without(x, "layer_reduction", "student", "teacher")
+    singles = [loss(**base, student=[s], teacher=[t]) for s, t in zip(x["student"], x["teacher"], strict=True)]
+    total = loss(**base, student=x["student"], teacher=x["teacher"], layer_reduction="sum")
+    mean = loss(**base, student=x["student"], teacher=x["teacher"], layer_reduction="mean")
+    worst = compare(total, np.sum(singles), _EXACT, _scale(x), "sum over pairs vs the single-pair losses")
+    return max(worst, compare(mean, np.mean(singles), _EXACT, _scale(x), "mean over pairs vs the single-pair losses"))
+
+
+def kdzoo_is_paper_over_pairs(loss, x) -> float:
+    """KD-Zoo averages the pair terms that the paper sums: kdzoo = paper / (number of pairs), in
+    value and gradient."""
+    y = _without(x, "layer_reduction")
+    paper, pairs = loss.variant(convention="paper"), len(x["student"])
+    worst = compare(loss(**y), paper(**y) / pairs, _EXACT, _scale(x), "kdzoo vs paper / pairs")
+    return max(worst, compare(loss.grad("student", **y), paper.grad("student", **y) / pairs, _GRADIENT, _scale(x),
+                              "gradient kdzoo vs paper / pairs"))
+
+
+def sum_is_b_squared_batchmean(loss, x) -> float:
+    """torchdistill's two reductions: "sum" is b² × "batchmean"."""
+    y = _without(x, "reduction")
+    b = x["student"][0].shape[0]
+    return compare(loss(**y, reduction="sum"), b * b * loss(**y, reduction="batchmean"), _EXACT, b * b * _scale(x),
+                   '"sum" vs b² × "batchmean"')
+
+
+def trace_form_is_gram_form(loss, x) -> float:
+    """The trace form b²L = Σ_i (1 + 1 − 2 cos_i) (zero rows contributing their 0 norms) equals the
+    Gram form in float64, in value and gradient."""
+    y = _without(x, "zero_rows")
+    worst = compare(loss(**y, trace_form=True), loss(**y), _TRACE, _scale(x) ** 2, "trace form vs Gram form")
+    if any(np.any(np.linalg.norm(q, axis=1) == 0) for q in _rows(x)):
+        return worst  # the reference's gradient is a finite difference: undefined at a zero row
+    return max(worst, compare(loss.grad("student", **y, trace_form=True), loss.grad("student", **y), _GRADIENT,
+                              _scale(x), "gradient trace form vs Gram form"))
+
+
+METHOD = Method(
+    name="sp",
+    title="SP — similarity-preserving knowledge distillation",
+    citation="Tung, Mori. Similarity-Preserving Knowledge Distillation. ICCV 2019. arXiv:1907.09682.",
+    family="relations",
+    losses=(
+        Loss("sp_loss", ref.sp_loss, "kdref.torch.sp:sp_loss", ref.CONVENTIONS,
+             (Arg("student", "embeddings_list"), Arg("teacher", "embeddings_list")),
+             lambda convention, gradient: sp_inputs(convention, gradient=gradient)),
+    ),
+    properties=(
+        PERMUTATION_INVARIANT,
+        ZERO_AT_MATCH,
+        Property("layer rescaling invariance", layer_rescaling_invariance.__doc__, layer_rescaling_invariance),
+        Property("symmetric in student and teacher", symmetric_in_student_and_teacher.__doc__,
+                 symmetric_in_student_and_teacher, inputs=lambda convention: sp_inputs(convention)),
+        Property("0 ≤ L ≤ 4 · pairs / b", bounded_by_four_over_b.__doc__, bounded_by_four_over_b,
+                 inputs=lambda convention: sp_inputs(convention)),
+        Property("layer terms add up", layer_terms_add_up.__doc__, layer_terms_add_up,
+                 inputs=lambda convention: sp_inputs(convention)),
+        Property("kdzoo = paper / pairs", kdzoo_is_paper_over_pairs.__doc__, kdzoo_is_paper_over_pairs,
+                 ("sp_loss/kdzoo",)),
+        Property('"sum" = b² × "batchmean"', sum_is_b_squared_batchmean.__doc__, sum_is_b_squared_batchmean,
+                 inputs=lambda convention: sp_inputs(convention)),
+        Property("trace form = Gram form", trace_form_is_gram_form.__doc__, trace_form_is_gram_form, _L2,
+                 inputs=lambda convention: sp_inputs(convention)),
+    ),
+    error_scale=_scale,
+)

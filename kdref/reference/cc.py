@@ -1,0 +1,368 @@
+r"""CC — Correlation Congruence for Knowledge Distillation (Peng et al., ICCV 2019), NumPy reference.
+
+Instance-level distillation makes each student output match the teacher's; CC also asks the
+*relations between samples* to match. For a mini-batch of :math:`n` samples with (embedded)
+features :math:`F=[f_1,\dots,f_n]^\top`, the correlation matrix is
+
+.. math:: \psi(F) = C\in\mathbb R^{n\times n},\qquad C_{ij}=\varphi(f_i,f_j),
+
+for a kernel :math:`\varphi`, and the correlation congruence loss is the squared Frobenius distance
+between the teacher's and the student's matrices, averaged over all :math:`n^2` entries:
+
+.. math:: \mathcal L_{CC}=\frac{1}{n^2}\big\lVert\psi(F_T)-\psi(F_S)\big\rVert_F^2 .
+
+The default kernel is the Gaussian RBF approximated by its order-:math:`P` Taylor series, which
+is exact as :math:`P\to\infty` only for unit-norm rows (:math:`\lVert x-y\rVert^2 = 2-2x^\top y`),
+so the rows are :math:`\ell_2`-normalised first:
+
+.. math:: \varphi(x,y)=e^{-\gamma\lVert x-y\rVert^2}=e^{-2\gamma}e^{2\gamma x^\top y}
+          \approx\sum_{p=0}^{P}e^{-2\gamma}\frac{(2\gamma)^p}{p!}(x^\top y)^p .
+
+These formulas are **reconstructed**: the paper's own text could not be checked. The Taylor form
+and its coefficients agree with two independent implementations (KD-Zoo, torchdistill).
+Student and teacher widths may differ: only :math:`n\times n` matrices are compared.
+
+The loss the authors shared with RepDistiller is a different function (a product of adjacent
+samples' residuals): :func:`cc_adjacent_residual_loss`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from kdref._scalars import check_real
+from kdref.conventions import Conventions
+from kdref.reference._common import (
+    as_embeddings,
+    check_min_batch,
+    check_same_batch,
+    l2_normalize,
+    pairwise_sq_distances,
+)
+
+__all__ = [
+    "ADJACENT_CONVENTIONS",
+    "CONVENTIONS",
+    "adjacent_residuals",
+    "bilinear_kernel",
+    "cc_adjacent_residual_loss",
+    "cc_loss",
+    "check_knob_values",
+    "congruence",
+    "correlation_matrix",
+    "gaussian_kernel",
+    "gaussian_taylor_kernel",
+    "normalized_rows",
+    "taylor_coefficients",
+]
+
+CONVENTIONS = Conventions(
+    loss="cc_loss",
+    defaults={
+        "kernel": "gaussian_taylor", "gamma": 0.4, "P": 2, "normalize": True, "norm": "fro_sq",
+        "reduction": "batchmean", "eps": 1e-12, "zero_rows": "mask_grad",
+    },
+    presets={
+        "paper": {},
+        "kdzoo": {"zero_rows": "keep"},
+        "torchdistill": {"normalize": False, "norm": "fro"},
+    },
+    default="paper",
+    descriptions={
+        "paper": "rows L2-normalised, Gaussian RBF as its Taylor series (γ = 0.4, P = 2), squared Frobenius "
+                 "distance ÷ n² (reconstructed); an all-zero row gets zero gradient",
+        "kdzoo": "KD-Zoo CC: the paper's value; F.normalize's clamped norm, so an all-zero row's gradient is "
+                 "~1/ε (1e12) times its upstream",
+        "torchdistill": "torchdistill CCKDLoss: no normalisation (the series is a polynomial kernel of raw dot "
+                        "products), Frobenius norm not squared, ÷ n² (batchmean)",
+    },
+    choices={
+        "kernel": ("gaussian_taylor", "gaussian_exact", "bilinear"),
+        "normalize": (True, False),
+        "norm": ("fro_sq", "fro"),
+        "reduction": ("batchmean", "sum"),
+        "zero_rows": ("mask_grad", "keep"),
+    },
+)
+
+ADJACENT_CONVENTIONS = Conventions(
+    loss="cc_adjacent_residual_loss",
+    defaults={"reduction": "mean"},
+    presets={"repdistiller": {}},
+    default="repdistiller",
+    descriptions={
+        "repdistiller": "the authors' code as relayed by RepDistiller (Correlation): mean over the n − 1 adjacent "
+                        "pairs of ⟨|f_i^S − f_i^T|, |f_{i+1}^S − f_{i+1}^T|⟩",
+    },
+    choices={"reduction": ("mean", "sum")},
+)
+
+
+def normalized_rows(F: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    r""":math:`\hat f_i = f_i/\max(\lVert f_i\rVert_2,\epsilon)`: each sample's feature on the unit
+    sphere (PyTorch's ``F.normalize``). An all-zero row stays 0.
+
+    Args:
+      F: features ``[n, d]``.
+
+    Returns:
+      ``[n, d]``.
+    """
+    return l2_normalize(F, axis=1, eps=eps, eps_mode="clamp")
+
+
+def bilinear_kernel(F: np.ndarray) -> np.ndarray:
+    r"""The bilinear-pool correlation :math:`C_{ij}=f_i^\top f_j`, i.e. :math:`C = FF^\top`.
+
+    Returns:
+      ``[n, n]``.
+    """
+    return F @ F.T
+
+
+def taylor_coefficients(gamma: float, P: int) -> np.ndarray:
+    r"""The Taylor coefficients of :math:`e^{-2\gamma}e^{2\gamma s}` in :math:`s`:
+
+    .. math:: a_p = e^{-2\gamma}\,\frac{(2\gamma)^p}{p!},\qquad p = 0,\dots,P.
+
+    Returns:
+      ``[P + 1]``.
+    """
+    return np.array([math.exp(-2.0 * gamma) * (2.0 * gamma) ** p / math.factorial(p) for p in range(P + 1)])
+
+
+def gaussian_taylor_kernel(F: np.ndarray, gamma: float = 0.4, P: int = 2) -> np.ndarray:
+    r"""The Gaussian RBF through its order-:math:`P` Taylor series in the dot product:
+
+    .. math:: C_{ij}=\sum_{p=0}^{P}e^{-2\gamma}\,\frac{(2\gamma)^p}{p!}\,(f_i^\top f_j)^p .
+
+    For unit-norm rows this tends to :math:`e^{-\gamma\lVert f_i-f_j\rVert^2}` as :math:`P` grows;
+    for raw rows (torchdistill) it is a degree-:math:`P` polynomial kernel.
+
+    Returns:
+      ``[n, n]``.
+    """
+    S = bilinear_kernel(F)
+    return sum(a_p * S**p for p, a_p in enumerate(taylor_coefficients(gamma, P)))
+
+
+def gaussian_kernel(F: np.ndarray, gamma: float = 0.4) -> np.ndarray:
+    r"""The exact Gaussian RBF :math:`C_{ij}=e^{-\gamma\lVert f_i-f_j\rVert_2^2}`.
+
+    On unit-norm rows this is :math:`e^{2\gamma(f_i^\top f_j-1)}`, the limit of
+    :func:`gaussian_taylor_kernel`. It is the Gaussian of the rows as given, so an all-zero row
+    (which stays 0 under normalisation) has :math:`C_{ii}=1` and :math:`C_{ij}=e^{-\gamma}` to a
+    unit row, where the truncated series gives :math:`e^{-2\gamma}` for both.
+
+    Returns:
+      ``[n, n]``.
+    """
+    return np.exp(-gamma * pairwise_sq_distances(F))
+
+
+def correlation_matrix(F: np.ndarray, *, kernel: str = "gaussian_taylor", gamma: float = 0.4, P: int = 2,
+                       normalize: bool = True, eps: float = 1e-12) -> np.ndarray:
+    r"""The correlation matrix :math:`\psi(F)=C`, :math:`C_{ij}=\varphi(\hat f_i,\hat f_j)`, with
+    :math:`\hat f_i` the normalised rows (``normalize=True``) or the rows as given.
+
+    Args:
+      F: features ``[n, d]``.
+      kernel: ``"gaussian_taylor"`` (:func:`gaussian_taylor_kernel`), ``"gaussian_exact"``
+        (:func:`gaussian_kernel`) or ``"bilinear"`` (:func:`bilinear_kernel`).
+
+    Returns:
+      ``[n, n]``.
+    """
+    if normalize:
+        F = normalized_rows(F, eps)
+    if kernel == "gaussian_taylor":
+        return gaussian_taylor_kernel(F, gamma, P)
+    if kernel == "gaussian_exact":
+        return gaussian_kernel(F, gamma)
+    return bilinear_kernel(F)
+
+
+def congruence(C_S: np.ndarray, C_T: np.ndarray, *, norm: str = "fro_sq", reduction: str = "batchmean") -> float:
+    r"""The distance between the two correlation matrices:
+
+    .. math:: \frac{1}{n^2}\lVert C_T-C_S\rVert_F^2\ (\text{``fro_sq''}),\qquad
+              \frac{1}{n^2}\lVert C_T-C_S\rVert_F\ (\text{``fro''}),
+
+    over all :math:`n^2` entries, the diagonal included; ``reduction="sum"`` leaves out the
+    :math:`1/n^2`.
+    """
+    difference = C_T - C_S
+    squared = float(np.sum(difference**2))
+    distance = squared if norm == "fro_sq" else math.sqrt(squared)
+    return distance / difference.size if reduction == "batchmean" else distance
+
+
+def _check_integer(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def check_knob_values(knobs) -> tuple[float, int, float]:
+    """The resolved numeric knobs, checked: ``gamma`` finite and > 0, ``P`` an integer ≥ 1,
+    ``eps`` > 0 (shared with :mod:`kdref.torch.cc`)."""
+    gamma = check_real("gamma", knobs["gamma"], low=0.0)
+    if gamma <= 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    P = _check_integer("P", knobs["P"], 1)
+    eps = check_real("eps", knobs["eps"], low=0.0)
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    return gamma, P, eps
+
+
+def check_convention(convention) -> None:
+    """``"repdistiller"`` names the other loss of the method: say so instead of 'unknown'."""
+    if convention == "repdistiller":
+        raise ValueError("convention 'repdistiller' is RepDistiller's adjacent-pair loss, a different function: "
+                         "use cc_adjacent_residual_loss; cc_loss's conventions are "
+                         + ", ".join(repr(n) for n in CONVENTIONS.names))
+
+
+def cc_loss(
+    student: np.ndarray,
+    teacher: np.ndarray,
+    *,
+    convention: str | None = None,
+    kernel: str | None = None,
+    gamma: float | None = None,
+    P: int | None = None,
+    normalize: bool | None = None,
+    norm: str | None = None,
+    reduction: str | None = None,
+    eps: float | None = None,
+    zero_rows: str | None = None,
+) -> float:
+    r"""The correlation congruence loss between the student's and the teacher's batch:
+
+    .. math:: \mathcal L_{CC}=\frac{1}{n^2}\big\lVert\psi(F_T)-\psi(F_S)\big\rVert_F^2
+              \quad\text{(default, ``"paper"``)}.
+
+    The instance terms of the paper's objective, :math:`\alpha\mathcal L_{CE}+(1-\alpha)\mathcal
+    L_{KD}`, and the weight :math:`\beta` are left to the caller.
+
+    Args:
+      student: student features :math:`F_S`, ``[n, ...]`` (every axis after the first is one
+        vector per sample).
+      teacher: teacher features :math:`F_T`, ``[n, ...]``, a constant target; its width may
+        differ from the student's.
+      convention: ``"paper"`` (default), ``"kdzoo"`` or ``"torchdistill"``.
+      kernel: ``"gaussian_taylor"`` (default), ``"gaussian_exact"`` or ``"bilinear"`` (see
+        :func:`correlation_matrix`).
+      gamma: the Gaussian's :math:`\gamma > 0` (0.4).
+      P: the Taylor order, an integer :math:`\ge 1` (2; :math:`P=0` would be a constant kernel).
+      normalize: :math:`\ell_2`-normalise each row before the kernel (``True`` except
+        ``"torchdistill"``).
+      norm: ``"fro_sq"`` (squared Frobenius, the paper) or ``"fro"`` (torchdistill). ``"fro"`` is
+        not differentiable where :math:`C_T=C_S`; kdref's torch gradient there is 0 (a valid
+        subgradient: the loss is at its minimum), as ``torch.dist``'s is.
+      reduction: ``"batchmean"`` (:math:`\div n^2`, over all entries) or ``"sum"``.
+      eps: the normalisation's :math:`\epsilon` (:math:`f/\max(\lVert f\rVert,\epsilon)`); > 0.
+      zero_rows: the gradient at a row with :math:`\lVert f_i\rVert<\epsilon` (where the
+        normalised row is :math:`f_i/\epsilon\approx 0` and the paper's :math:`f/\lVert f\rVert`
+        is undefined). The value is the same either way; ``"mask_grad"`` (``"paper"``) treats the
+        row as a constant, so its gradient is 0, ``"keep"`` (``"kdzoo"``) differentiates
+        :math:`f_i/\epsilon`, a gradient :math:`1/\epsilon` times the upstream one, as
+        ``F.normalize`` does. Only the torch side has gradients; the reference's value is the same.
+
+    Returns:
+      a float.
+
+    Raises:
+      ValueError: for ``convention="repdistiller"``, which is :func:`cc_adjacent_residual_loss`.
+
+    Examples:
+      >>> import numpy as np
+      >>> s = np.array([[1.0, 0], [0, 1], [1, 1], [2, -1]])
+      >>> t = np.array([[1.0, 0, 0], [0, 2, 0], [0, 0, 3], [1, 1, 1]])
+      >>> print(f"{cc_loss(s, t):.8g}")
+      0.051474637
+      >>> print(f"{cc_loss(s, t, kernel='gaussian_exact'):.8g}")
+      0.056655141
+      >>> print(f"{cc_loss(s, t, convention='torchdistill'):.8g}")
+      0.92284337
+
+    .. seealso:: :func:`cc_adjacent_residual_loss`, the loss of the authors' shared code.
+    """
+    check_convention(convention)
+    knobs = CONVENTIONS.resolve(convention, kernel=kernel, gamma=gamma, P=P, normalize=normalize, norm=norm,
+                                reduction=reduction, eps=eps, zero_rows=zero_rows)
+    gamma, P, eps = check_knob_values(knobs)
+    F_S = as_embeddings("student", student)
+    F_T = as_embeddings("teacher", teacher)
+    check_same_batch("teacher", teacher, "student", student)
+    correlation = {"kernel": knobs["kernel"], "gamma": gamma, "P": P, "normalize": knobs["normalize"], "eps": eps}
+    C_S = correlation_matrix(F_S, **correlation)
+    C_T = correlation_matrix(F_T, **correlation)
+    return congruence(C_S, C_T, norm=knobs["norm"], reduction=knobs["reduction"])
+
+
+def adjacent_residuals(F_S: np.ndarray, F_T: np.ndarray) -> np.ndarray:
+    r"""The products of neighbouring samples' absolute residuals, one per adjacent pair:
+
+    .. math:: \Delta=\lvert F_S-F_T\rvert,\qquad r_i=\sum_d\Delta_{i,d}\,\Delta_{i+1,d},
+              \quad i=1,\dots,n-1.
+
+    Returns:
+      ``[n - 1]``.
+    """
+    delta = np.abs(F_S - F_T)
+    return np.sum(delta[:-1] * delta[1:], axis=1)
+
+
+def cc_adjacent_residual_loss(
+    student: np.ndarray,
+    teacher: np.ndarray,
+    *,
+    convention: str | None = None,
+    reduction: str | None = None,
+) -> float:
+    r"""The loss of the CC code the authors shared with RepDistiller (``Correlation``):
+
+    .. math:: \mathcal L=\frac{1}{n-1}\sum_{i=1}^{n-1}\sum_d\lvert f^S_{i,d}-f^T_{i,d}\rvert\,
+              \lvert f^S_{i+1,d}-f^T_{i+1,d}\rvert .
+
+    It is **not** the kernel congruence of :func:`cc_loss`: it has no correlation matrix, compares
+    each sample's student and teacher features directly (so the widths must be equal) and uses only
+    the :math:`n-1` adjacent pairs, so it depends on the order of the batch. It vanishes whenever,
+    in every dimension, one of each two neighbours matches exactly. :math:`\lvert\cdot\rvert` is
+    not differentiable at 0; kdref's torch gradient there is 0 (``abs``'s subgradient).
+
+    Args:
+      student: ``[n, ...]`` student embeddings, :math:`n \ge 2` (one adjacent pair).
+      teacher: ``[n, ...]`` teacher embeddings of the student's width, a constant target.
+      convention: ``"repdistiller"`` (the only one).
+      reduction: ``"mean"`` over the :math:`n-1` pairs (RepDistiller) or ``"sum"``.
+
+    Returns:
+      a float.
+
+    Examples:
+      >>> import numpy as np
+      >>> s = np.array([[1.0, 0], [0, 1], [1, 1], [2, -1]])
+      >>> t = np.array([[1.0, 0], [0, 2], [0, 0], [1, 1]])
+      >>> print(f"{cc_adjacent_residual_loss(s, t):.8g}")
+      1.3333333
+
+    .. seealso:: :func:`cc_loss`, the correlation congruence of the paper.
+    """
+    knobs = ADJACENT_CONVENTIONS.resolve(convention, reduction=reduction)
+    F_S = as_embeddings("student", student)
+    F_T = as_embeddings("teacher", teacher)
+    check_same_batch("teacher", teacher, "student", student)
+    if F_T.shape[1] != F_S.shape[1]:
+        raise ValueError(f"teacher must have the width of student ({F_S.shape[1]}) for the residual "
+                         f"f_S − f_T, got shape {np.shape(teacher)}")
+    check_min_batch("student", F_S.shape[0], 2, "(one adjacent pair)")
+    residuals = adjacent_residuals(F_S, F_T)
+    return float(np.mean(residuals)) if knobs["reduction"] == "mean" else float(np.sum(residuals))

@@ -1,0 +1,250 @@
+r"""PKT — Probabilistic Knowledge Transfer (Passalis & Tefas, ECCV 2018), NumPy reference.
+
+PKT does not ask the student to reproduce the teacher's features; it asks the student to reproduce
+how the teacher's samples **relate to each other**. Within a mini-batch of :math:`N` samples, the
+teacher's representations :math:`x_i\in\mathbb R^{D_t}` define, for every anchor :math:`i`, a
+probability distribution over the other samples (a kernel density estimate: how likely :math:`x_j`
+is the neighbour of :math:`x_i`); the student's :math:`y_i\in\mathbb R^{D_s}` define another. The
+loss is the KL divergence from the teacher's conditional distributions to the student's. Only
+similarities inside each space are compared, so :math:`D_s` and :math:`D_t` may differ.
+
+The paper's kernel is the cosine-similarity kernel, which has no bandwidth:
+
+.. math:: K(a,b) = \frac12\Big(\frac{a^\top b}{\lVert a\rVert_2\lVert b\rVert_2}+1\Big)\in[0,1],
+
+the conditionals are normalised over the *other* samples,
+
+.. math:: p_{j|i} = \frac{K(x_j,x_i)}{\sum_{k\ne i}K(x_k,x_i)},\qquad
+          q_{j|i} = \frac{K(y_j,y_i)}{\sum_{k\ne i}K(y_k,y_i)}\qquad(j\ne i),
+
+and the loss is :math:`\sum_i\sum_{j\ne i}p_{j|i}\log(p_{j|i}/q_{j|i})`. These formulas are
+**reconstructed** (the paper's own text could not be checked). The official code and every library
+keep the self-pairs :math:`j=i` in the normalisation and the sum, average over the :math:`N^2`
+entries, and add an :math:`\varepsilon` to the norm and inside the log: the ``"official"``
+convention, which is not a constant multiple of the paper's loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdref._scalars import check_real
+from kdref.conventions import Conventions
+from kdref.reference._common import as_embeddings, check_min_batch, check_same_batch
+
+__all__ = [
+    "CONVENTIONS",
+    "conditional_probabilities",
+    "cosine_kernel",
+    "kl_per_anchor",
+    "pair_count",
+    "pkt_loss",
+    "unit_rows",
+]
+
+CONVENTIONS = Conventions(
+    loss="pkt_loss",
+    defaults={"include_self": False, "eps": 0.0, "reduction": "sum"},
+    presets={
+        "paper": {},
+        "official": {"include_self": True, "eps": 1e-7, "reduction": "mean"},
+        "kdzoo": {"include_self": True, "eps": 1e-6, "reduction": "mean"},
+    },
+    aliases={"repdistiller": "official", "mdistiller": "official", "torchdistill": "official"},
+    default="paper",
+    descriptions={
+        "paper": "cosine kernel, self-pairs excluded, KL(P‖Q) summed over the N(N−1) pairs i ≠ j, exact "
+                 "normalisation and log (reconstructed)",
+        "official": "official code (passalis/probabilistic_kt), RepDistiller, mdistiller, torchdistill: self-pairs "
+                    "kept, mean over the N² entries, x/(‖x‖+1e-7) and log((P+1e-7)/(Q+1e-7))",
+        "kdzoo": "KD-Zoo's PKTCosSim: the official formula with ε = 1e-6",
+    },
+    choices={"include_self": (True, False), "reduction": ("sum", "mean", "none")},
+)
+
+
+def unit_rows(x: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    r"""Each sample divided by its length, :math:`\hat x_i = x_i/(\lVert x_i\rVert_2+\varepsilon)`.
+
+    ``eps = 0`` is the paper's exact :math:`x_i/\lVert x_i\rVert_2`; a zero row has no direction
+    then (:func:`pkt_loss` refuses it). ``eps > 0`` is the official code's rule: a zero row stays
+    0. The norm is taken of the row divided by its largest magnitude and scaled back, so rows
+    whose squares under- or overflow (``1e-200``, ``1e200``) keep their direction.
+
+    Args:
+      x: ``[N, D]``.
+
+    Returns:
+      ``[N, D]``.
+    """
+    largest = np.max(np.abs(x), axis=1, keepdims=True)
+    largest = np.where(largest > 0, largest, 1.0)
+    norm = largest * np.linalg.norm(x / largest, axis=1, keepdims=True)
+    if eps == 0:
+        return x / norm
+    return x / (norm + eps)
+
+
+def cosine_kernel(x: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    r"""The cosine-similarity kernel between every pair of samples,
+
+    .. math:: K_{ij} = \frac12\big(\hat x_i^\top\hat x_j + 1\big),
+
+    with :math:`\hat x` from :func:`unit_rows`. The cosine is clipped to :math:`[-1, 1]`, where it
+    lies in exact arithmetic, so rounding cannot make a kernel value negative.
+
+    Args:
+      x: ``[N, D]``.
+
+    Returns:
+      ``[N, N]``. The diagonal is :math:`(\lVert\hat x_i\rVert^2+1)/2`: 1 with ``eps = 0``,
+      slightly less with ``eps > 0``, and ½ for a zero row.
+    """
+    x_hat = unit_rows(x, eps)
+    return (np.clip(x_hat @ x_hat.T, -1.0, 1.0) + 1.0) / 2.0
+
+
+def conditional_probabilities(K: np.ndarray, include_self: bool = False) -> np.ndarray:
+    r"""The conditional distributions of the kernel density estimate, one row per anchor :math:`i`:
+
+    .. math:: p_{j|i} = \frac{K_{ij}}{\sum_{k\ne i}K_{ik}}\quad(j\ne i),\qquad p_{i|i}=0
+              \qquad\text{(the paper)},
+
+    or, with ``include_self`` (the official code), :math:`P_{ij}=K_{ij}/\sum_kK_{ik}` over all
+    :math:`j` including :math:`j=i`.
+
+    A row whose kernel sum is 0 — every other sample is the anchor's exact antipode (cosine
+    :math:`-1`), possible only without the self-pair — has no distribution (0/0); kdref gives it
+    the uniform distribution over the other samples. That is the limit for :math:`N=2`, where the
+    single neighbour always has :math:`p=1`, and for :math:`N\ge3` the only choice symmetric in
+    the neighbours, which then all point the same way.
+
+    Args:
+      K: kernel matrix ``[N, N]``.
+
+    Returns:
+      ``[N, N]``, each row summing to 1.
+    """
+    n = K.shape[0]
+    off_diagonal = 1.0 - np.eye(n)
+    if not include_self:
+        K = K * off_diagonal
+    total = np.sum(K, axis=1, keepdims=True)
+    uniform = off_diagonal / max(n - 1, 1) if not include_self else np.full((n, n), 1.0 / n)
+    return np.where(total > 0, K / np.where(total > 0, total, 1.0), uniform)
+
+
+def kl_per_anchor(P: np.ndarray, Q: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    r"""The KL divergence of each anchor's conditional distribution, teacher first:
+
+    .. math:: \mathrm{KL}(P_i\Vert Q_i) = \sum_j p_{j|i}\log\frac{p_{j|i}}{q_{j|i}}
+              \qquad\Big(\text{official: }\sum_j P_{ij}\log\frac{P_{ij}+\varepsilon}{Q_{ij}+\varepsilon}\Big).
+
+    A term with :math:`p=0` is 0 (:math:`0\log0=0`); with ``eps = 0`` a term with :math:`p>0`
+    and :math:`q=0` is :math:`+\infty`, as the KL divergence is there.
+
+    Args:
+      P: teacher conditionals ``[N, N]``; Q: student conditionals ``[N, N]``.
+
+    Returns:
+      ``[N]``.
+    """
+    positive = P > 0
+    with np.errstate(divide="ignore"):
+        ratio = np.log(np.where(positive, P, 1.0) + eps) - np.log(np.where(positive, Q, 1.0) + eps)
+    return np.sum(np.where(positive, P * ratio, 0.0), axis=1)
+
+
+def pair_count(n: int, include_self: bool) -> int:
+    """How many terms the loss sums: :math:`N^2` with the self-pairs, :math:`N(N-1)` without."""
+    return n * n if include_self else n * (n - 1)
+
+
+def _check_no_zero_row(name: str, x: np.ndarray) -> None:
+    zero = np.flatnonzero(np.all(x == 0, axis=1))
+    if zero.size:
+        raise ValueError(f"{name} must have no all-zero row when eps = 0 (the cosine kernel of a zero vector is "
+                         f"undefined), got one at sample {int(zero[0])}; pass eps > 0 for the official rule, "
+                         "which gives a zero row the kernel value 1/2 against every sample")
+
+
+def check_knobs(knobs, n: int) -> float:
+    """``eps`` a finite number ≥ 0, and enough samples for the self-pair rule (shared with
+    :mod:`kdref.torch.pkt`); returns ``eps``."""
+    if not knobs["include_self"]:
+        check_min_batch("student", n, 2, "without the self-pairs (p_{j|i} is normalised over the other samples)")
+    return check_real("eps", knobs["eps"], low=0.0)
+
+
+def pkt_loss(
+    student: np.ndarray,
+    teacher: np.ndarray,
+    *,
+    convention: str | None = None,
+    include_self: bool | None = None,
+    eps: float | None = None,
+    reduction: str | None = None,
+):
+    r"""The PKT loss: the KL divergence from the teacher's conditional distributions to the
+    student's, summed over the anchors.
+
+    .. math:: \mathcal L_{\mathrm{PKT}} = \sum_{i=1}^{N}\sum_{j\ne i}p_{j|i}\log\frac{p_{j|i}}{q_{j|i}}
+              \quad\text{(default, ``"paper"``; reconstructed)}.
+
+    Args:
+      student: student embeddings :math:`y`, ``[N, D_s, ...]``; every axis after the first is
+        flattened into one vector per sample.
+      teacher: teacher embeddings :math:`x`, ``[N, D_t, ...]``, a constant target; :math:`D_t` may
+        differ from :math:`D_s`.
+      convention: ``"paper"`` (default), ``"official"`` (aliases ``"repdistiller"``,
+        ``"mdistiller"``, ``"torchdistill"``) or ``"kdzoo"``.
+      include_self: keep the self-pairs :math:`j=i` in the normalisation and the sum (the
+        official code) — not a constant factor: see :func:`conditional_probabilities`.
+      eps: :math:`\varepsilon\ge0` in the normalisation :math:`x/(\lVert x\rVert+\varepsilon)` and
+        in the log :math:`\log\frac{P+\varepsilon}{Q+\varepsilon}` (0 in the paper, 1e-7
+        officially, 1e-6 in KD-Zoo). With ``eps = 0`` an all-zero row is a ``ValueError``.
+      reduction: ``"sum"`` over the terms (the paper), ``"mean"`` over them (divided by
+        :func:`pair_count`: :math:`N(N-1)`, or :math:`N^2` with the self-pairs), or ``"none"``:
+        the KL of each anchor, ``[N]``.
+
+    Returns:
+      a float, or ``[N]`` for ``reduction="none"``. Without the self-pairs at least 2 samples
+      are needed (with exactly 2 the loss is 0).
+
+    Examples:
+      >>> import numpy as np
+      >>> T_A = np.array([[1.0, 0, 0], [0, 2, 0], [0, 0, 3], [1, 1, 1]])
+      >>> S_A = np.array([[1.0, 0], [0, 1], [1, 1], [2, -1]])
+      >>> print(f"{pkt_loss(S_A, T_A):.8g}")
+      0.42136287
+      >>> print(f"{pkt_loss(S_A, T_A, reduction='mean'):.8g}")
+      0.035113572
+      >>> print(f"{pkt_loss(S_A, T_A, convention='official'):.8g}")
+      0.018755931
+      >>> print(f"{pkt_loss(S_A, T_A, convention='kdzoo'):.8g}")
+      0.018755761
+
+    References:
+      Passalis, Tefas. *Learning Deep Representations with Probabilistic Knowledge Transfer*,
+      ECCV 2018 (reconstructed formula).
+
+    .. seealso:: :func:`cosine_kernel`, :func:`conditional_probabilities`, :func:`kl_per_anchor`.
+    """
+    knobs = CONVENTIONS.resolve(convention, include_self=include_self, eps=eps, reduction=reduction)
+    y = as_embeddings("student", student)
+    x = as_embeddings("teacher", teacher)
+    check_same_batch("teacher", x, "student", y)
+    eps = check_knobs(knobs, y.shape[0])
+    if eps == 0:
+        _check_no_zero_row("student", y)
+        _check_no_zero_row("teacher", x)
+    include_self = knobs["include_self"]
+    P = conditional_probabilities(cosine_kernel(x, eps), include_self)
+    Q = conditional_probabilities(cosine_kernel(y, eps), include_self)
+    per_anchor = kl_per_anchor(P, Q, eps)
+    if knobs["reduction"] == "none":
+        return per_anchor
+    total = float(np.sum(per_anchor))
+    if knobs["reduction"] == "mean":
+        return total / pair_count(y.shape[0], include_self)
+    return total

@@ -1,0 +1,238 @@
+r"""SP — Similarity-Preserving Knowledge Distillation (Tung & Mori, ICCV 2019), NumPy reference.
+
+Inputs that a trained teacher finds similar should look similar to the student too. SP does not
+compare the two networks' activations themselves (their shapes may differ); it compares how each
+network relates the samples of a mini-batch to each other. For a layer's activation map
+:math:`A\in\mathbb R^{b\times c\times h\times w}`, reshape it to one row per sample,
+:math:`Q\in\mathbb R^{b\times chw}`, and form the :math:`b\times b` batch similarity (Gram) matrix
+with every row :math:`\ell_2`-normalised:
+
+.. math:: \tilde G = QQ^\top,\qquad G_{[i,:]} = \tilde G_{[i,:]}\,/\,\lVert\tilde G_{[i,:]}\rVert_2 .
+
+The loss over the set :math:`\mathcal I` of (teacher layer, student layer) pairs is
+
+.. math:: \mathcal L_{SP} = \frac{1}{b^2}\sum_{(l,l')\in\mathcal I}\big\lVert G_T^{(l)}-G_S^{(l')}\big\rVert_F^2 .
+
+The formulas are **reconstructed** (the paper's own text could not be checked); they agree with
+RepDistiller's implementation, whose docstring says the paper's first author verified it. The
+matrices are :math:`b\times b` whatever the layers' widths, so any teacher layer can be paired
+with any student layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdref._scalars import check_real
+from kdref.conventions import Conventions
+from kdref.reference._common import as_embeddings, check_same_batch, check_sequence
+
+__all__ = [
+    "CONVENTIONS",
+    "batch_gram",
+    "check_knob_values",
+    "row_normalize",
+    "similarity_matrix",
+    "sp_loss",
+    "sp_pair_loss",
+    "trace_form_pair_loss",
+]
+
+CONVENTIONS = Conventions(
+    loss="sp_loss",
+    defaults={"p": 2, "eps": 1e-12, "reduction": "batchmean", "layer_reduction": "sum", "zero_rows": "mask_grad"},
+    presets={
+        "paper": {},
+        "kdzoo": {"layer_reduction": "mean"},
+        "torchdistill": {"p": 1},
+    },
+    aliases={"repdistiller": "paper", "mdistiller": "paper"},
+    default="paper",
+    descriptions={
+        "paper": "row-wise L2-normalised batch Gram, ‖G_T − G_S‖²_F / b² per layer pair, summed over the pairs "
+                 "(reconstructed; = RepDistiller, mdistiller)",
+        "kdzoo": "as paper, averaged over the layer pairs instead of summed (KD-Zoo)",
+        "torchdistill": "row-wise L1 normalisation (torchdistill passes p=1 to F.normalize); "
+                        "reduction 'batchmean' (/ b²) or 'sum'",
+    },
+    choices={
+        "p": (1, 2),
+        "reduction": ("batchmean", "sum"),
+        "layer_reduction": ("sum", "mean"),
+        "zero_rows": ("mask_grad", "clamp"),
+    },
+)
+
+
+def batch_gram(q: np.ndarray) -> np.ndarray:
+    r"""The batch similarity matrix :math:`\tilde G = QQ^\top`: entry :math:`(i,j)` is the inner
+    product of sample :math:`i`'s and sample :math:`j`'s activations, the diagonal
+    :math:`\tilde G_{ii}=\lVert q_i\rVert^2`.
+
+    Args:
+      q: one flattened activation map per sample, ``[b, d]``.
+
+    Returns:
+      ``[b, b]``.
+    """
+    return q @ q.T
+
+
+def row_normalize(g: np.ndarray, p: int = 2, eps: float = 1e-12) -> np.ndarray:
+    r"""Each row divided by its :math:`\ell_p` norm, :math:`G_{[i,:]}=\tilde G_{[i,:]}/\max(\lVert
+    \tilde G_{[i,:]}\rVert_p,\epsilon)`, as PyTorch's ``F.normalize(g, p, dim=1, eps)``.
+
+    :math:`p=2` is the paper's; :math:`p=1` is what torchdistill computes. The row of an all-zero
+    sample is all zero and **stays 0** (the paper's normalisation is undefined there). kdref
+    defines the gradient through such a row as 0 (``zero_rows="mask_grad"``); the libraries'
+    clamp gives :math:`I/\epsilon` there (``zero_rows="clamp"``, see :func:`sp_loss`).
+
+    Returns:
+      ``[b, b]``.
+    """
+    norms = np.sum(np.abs(g) ** p, axis=1, keepdims=True) ** (1.0 / p)
+    return g / np.maximum(norms, eps)
+
+
+def similarity_matrix(q: np.ndarray, p: int = 2, eps: float = 1e-12) -> np.ndarray:
+    r"""The row-normalised batch similarity matrix :math:`G` of one layer: :func:`row_normalize`
+    of :func:`batch_gram`.
+
+    Returns:
+      ``[b, b]``.
+    """
+    return row_normalize(batch_gram(q), p, eps)
+
+
+def sp_pair_loss(g_s: np.ndarray, g_t: np.ndarray, reduction: str = "batchmean") -> float:
+    r"""One layer pair's term: the squared Frobenius distance of the two similarity matrices over
+    all :math:`b^2` entries (diagonal included, each off-diagonal pair counted twice),
+
+    .. math:: \frac{1}{b^2}\big\lVert G_T - G_S\big\rVert_F^2\quad(\texttt{"batchmean"}),\qquad
+              \big\lVert G_T - G_S\big\rVert_F^2\quad(\texttt{"sum"}).
+    """
+    total = float(np.sum((g_t - g_s) ** 2))
+    return total / g_s.shape[0] ** 2 if reduction == "batchmean" else total
+
+
+def trace_form_pair_loss(q_s: np.ndarray, q_t: np.ndarray, eps: float = 1e-12, reduction: str = "batchmean") -> float:
+    r"""The same term as :func:`sp_pair_loss` with :math:`p=2`, without any :math:`b\times b`
+    matrix **[derived]**: with :math:`r_i^2=\lVert\tilde G_{[i,:]}\rVert^2=q_i^\top(Q^\top Q)\,q_i`
+    and :math:`m_i=\max(r_i,\epsilon)`, expanding the squares row by row gives
+
+    .. math:: \big\lVert G_T-G_S\big\rVert_F^2=\sum_i\Big(\frac{r_{T,i}^2}{m_{T,i}^2}
+              +\frac{r_{S,i}^2}{m_{S,i}^2}-2\,\frac{q_{T,i}^\top(Q_T^\top Q_S)\,q_{S,i}}{m_{T,i}\,m_{S,i}}\Big),
+
+    i.e. :math:`2b-2\sum_i\cos_i` when no row is zero, at :math:`O(b\,(d_T^2+d_S^2+d_Td_S))`. It
+    cancels when the loss is small, so kdref offers it in float64 only.
+    """
+    def row_norms_sq(q):
+        return np.maximum(np.einsum("id,de,ie->i", q, q.T @ q, q), 0.0)
+
+    r_t, r_s = np.sqrt(row_norms_sq(q_t)), np.sqrt(row_norms_sq(q_s))
+    m_t, m_s = np.maximum(r_t, eps), np.maximum(r_s, eps)
+    cross = np.einsum("id,de,ie->i", q_t, q_t.T @ q_s, q_s)
+    total = float(np.sum((r_t / m_t) ** 2 + (r_s / m_s) ** 2 - 2.0 * cross / (m_t * m_s)))
+    return total / q_s.shape[0] ** 2 if reduction == "batchmean" else total
+
+
+def check_knob_values(knobs, trace_form, dtype) -> float:
+    """The resolved knobs, checked (shared with :mod:`kdref.torch.sp`): ``eps`` > 0, and the
+    trace form only with ``p = 2``, ``zero_rows="mask_grad"`` and float64 inputs."""
+    eps = check_real("eps", knobs["eps"], low=0.0)
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    if not isinstance(trace_form, bool):
+        raise TypeError(f"trace_form must be a bool, got {type(trace_form).__name__}")
+    if trace_form:
+        if knobs["p"] != 2:
+            raise ValueError("trace_form=True needs p=2: an L1 row norm has no trace form")
+        if knobs["zero_rows"] != "mask_grad":
+            raise ValueError("trace_form=True supports zero_rows='mask_grad' only")
+        if str(dtype) != "float64" and not str(dtype).endswith(".float64"):
+            raise ValueError(f"trace_form=True needs float64 inputs (its 2b − 2Σcos cancels in lower precision), "
+                             f"got {dtype}")
+    return eps
+
+
+def check_layers(student, teacher, *, embeddings=as_embeddings, same_batch=check_same_batch,
+                 sequence=check_sequence) -> tuple[list, list]:
+    """Both lists checked and each map flattened to ``[b, d]``: one teacher map per student map,
+    every map with the batch size and dtype of ``student[0]`` (widths may differ). The helpers are
+    parameters so that :mod:`kdref.torch.sp` runs the same checks on tensors."""
+    student = sequence("student", student)
+    teacher = sequence("teacher", teacher)
+    if len(teacher) != len(student):
+        raise ValueError(f"teacher must hold one map per student map ({len(student)}), got {len(teacher)}")
+    q_s = [embeddings(f"student[{k}]", a) for k, a in enumerate(student)]
+    q_t = [embeddings(f"teacher[{k}]", a) for k, a in enumerate(teacher)]
+    for k in range(len(student)):
+        if k:
+            same_batch(f"student[{k}]", q_s[k], "student[0]", q_s[0])
+        same_batch(f"teacher[{k}]", q_t[k], "student[0]", q_s[0])
+    return q_s, q_t
+
+
+def sp_loss(
+    student,
+    teacher,
+    *,
+    convention: str | None = None,
+    p: int | None = None,
+    eps: float | None = None,
+    reduction: str | None = None,
+    layer_reduction: str | None = None,
+    zero_rows: str | None = None,
+    trace_form: bool = False,
+) -> float:
+    r"""The SP loss over layer pairs ``(teacher[k], student[k])``:
+
+    .. math:: \mathcal L_{SP}=\frac{1}{b^2}\sum_{k}\big\lVert G_T^{(k)}-G_S^{(k)}\big\rVert_F^2
+              \quad\text{(default, ``"paper"``)}.
+
+    The cross-entropy and the weight :math:`\gamma` (3000 in every library recipe) of the paper's
+    objective :math:`\mathcal L_{CE}+\gamma\mathcal L_{SP}` are left to the caller.
+
+    Args:
+      student: a list of student activation maps, ``[b, ...]`` each (flattened to ``[b, d]``).
+      teacher: a list of teacher activation maps, one per student map, ``[b, ...]`` each; a
+        constant target. Widths may differ between the two networks and between layers.
+      convention: ``"paper"`` (default; aliases ``"repdistiller"``, ``"mdistiller"``),
+        ``"kdzoo"`` or ``"torchdistill"``.
+      p: the row normalisation's norm, 2 (the paper) or 1 (torchdistill).
+      eps: the normalisation's floor, :math:`G_{[i,:]}=\tilde G_{[i,:]}/\max(\lVert\cdot\rVert_p,\epsilon)`.
+      reduction: per layer pair, ``"batchmean"`` (:math:`\div b^2`) or ``"sum"``.
+      layer_reduction: over the pairs, ``"sum"`` or ``"mean"`` (KD-Zoo).
+      zero_rows: the gradient through the row of an all-zero sample, whose normalised row is 0:
+        ``"mask_grad"`` (0: the row is a constant) or ``"clamp"`` (the libraries' :math:`1/\epsilon`).
+        The value is the same.
+      trace_form: compute each pair with :func:`trace_form_pair_loss` (no :math:`b\times b`
+        matrix; ``p=2`` and float64 only). The value is the same up to rounding.
+
+    Returns:
+      a float.
+
+    Examples:
+      >>> import numpy as np
+      >>> T_A = np.array([[1., 0, 0], [0, 2, 0], [0, 0, 3], [1, 1, 1]])
+      >>> S_A = np.array([[1., 0], [0, 1], [1, 1], [2, -1]])
+      >>> print(f"{sp_loss([S_A], [T_A]):.8g}")
+      0.1706263
+      >>> print(f"{sp_loss([S_A], [T_A], convention='torchdistill'):.8g}")
+      0.076180556
+      >>> print(f"{sp_loss([S_A], [T_A], convention='torchdistill', reduction='sum'):.8g}")
+      1.2188889
+    """
+    knobs = CONVENTIONS.resolve(convention, p=p, eps=eps, reduction=reduction, layer_reduction=layer_reduction,
+                                zero_rows=zero_rows)
+    q_s, q_t = check_layers(student, teacher)
+    eps = check_knob_values(knobs, trace_form, q_s[0].dtype)
+    q_s = [q.astype(np.float64) for q in q_s]
+    q_t = [q.astype(np.float64) for q in q_t]
+    if trace_form:
+        terms = [trace_form_pair_loss(s, t, eps, knobs["reduction"]) for s, t in zip(q_s, q_t, strict=True)]
+    else:
+        terms = [sp_pair_loss(similarity_matrix(s, knobs["p"], eps), similarity_matrix(t, knobs["p"], eps),
+                              knobs["reduction"]) for s, t in zip(q_s, q_t, strict=True)]
+    total = float(np.sum(terms))
+    return total / len(terms) if knobs["layer_reduction"] == "mean" else total
