@@ -93,7 +93,8 @@ def measure(benchmark: Benchmark, variant: str, device: str, repeats: int, threa
     if threads > 0:
         torch.set_num_threads(threads)
     inputs = benchmark.make_inputs(device, getattr(torch, benchmark.dtype))
-    leaves = [v for v in inputs.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+    tensors = [u for v in inputs.values() for u in (v if isinstance(v, (list, tuple)) else [v])]
+    leaves = [v for v in tensors if isinstance(v, torch.Tensor) and v.requires_grad]  # lists of layers too
     fn = benchmark.variants[variant]
 
     def step() -> None:

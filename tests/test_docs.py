@@ -30,7 +30,8 @@ METHOD_PAGES = {
     "sp": (["0.1706263", "0.076180556"], "def row_normalize"),
     "pkt": (["0.42136287", "0.018755931", "0.018755761"], "def conditional_probabilities"),
     "cc": (["0.051474637", "0.92284337", "1.3333333"], "def gaussian_taylor_kernel"),
-    "rkd": (["0.15350435", "2.4560696", "11.088954", "0.17921449"], "def angle_potential"),
+    "irg": (["0.87378814"], "def edge_matrix"),
+    "rkd": (["0.15350435", "2.4560696", "11.088954"], "def angle_potential"),
 }
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from kdref.records import at, cc, dml, fitnet, fsp, logits, nst, pkt, rkd, sp, st
+from kdref.records import at, cc, dml, fitnet, fsp, irg, logits, nst, pkt, rkd, sp, st
 
 METHODS = {m.name: m for m in (
     st.METHOD, logits.METHOD, dml.METHOD,  # logits
     at.METHOD, fitnet.METHOD, nst.METHOD, fsp.METHOD,  # feature maps
-    rkd.METHOD, pkt.METHOD, sp.METHOD, cc.METHOD,  # relations within the batch
+    rkd.METHOD, pkt.METHOD, sp.METHOD, cc.METHOD, irg.METHOD,  # relations within the batch
 )}

@@ -3,6 +3,6 @@
 Imports NumPy only, never torch, so it serves as a correctness oracle for code in any framework.
 """
 
-from kdref.reference import at, cc, dml, fitnet, fsp, logits, nst, pkt, rkd, sp, st
+from kdref.reference import at, cc, dml, fitnet, fsp, irg, logits, nst, pkt, rkd, sp, st
 
-__all__ = ["at", "cc", "dml", "fitnet", "fsp", "logits", "nst", "pkt", "rkd", "sp", "st"]
+__all__ = ["at", "cc", "dml", "fitnet", "fsp", "irg", "logits", "nst", "pkt", "rkd", "sp", "st"]

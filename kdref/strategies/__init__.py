@@ -27,6 +27,7 @@ from kdref.strategies.embeddings import embedding_pairs, embeddings
 from kdref.strategies.features import feature_maps, feature_pairs
 from kdref.strategies.fitnet import fitnet_inputs, fitnet_regressed_inputs
 from kdref.strategies.fsp import fsp_inputs, fsp_matrix_inputs
+from kdref.strategies.irg import irg_inputs
 from kdref.strategies.logits import (
     dml_inputs,
     hinton_inputs,
@@ -59,6 +60,7 @@ __all__ = [
     "fsp_inputs",
     "fsp_matrix_inputs",
     "hinton_inputs",
+    "irg_inputs",
     "labels",
     "logit_pairs",
     "logits",

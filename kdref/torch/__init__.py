@@ -4,6 +4,6 @@ Device-agnostic (CPU and CUDA), no Python loops over the batch, stable log-sum-e
 accumulation for half-precision inputs; each function is proven equal to its NumPy reference.
 """
 
-from kdref.torch import at, cc, dml, fitnet, fsp, logits, nst, pkt, rkd, sp, st
+from kdref.torch import at, cc, dml, fitnet, fsp, irg, logits, nst, pkt, rkd, sp, st
 
-__all__ = ["at", "cc", "dml", "fitnet", "fsp", "logits", "nst", "pkt", "rkd", "sp", "st"]
+__all__ = ["at", "cc", "dml", "fitnet", "fsp", "irg", "logits", "nst", "pkt", "rkd", "sp", "st"]

@@ -1,0 +1,435 @@
+r"""IRG — knowledge distillation via instance relationship graph (Liu et al., CVPR 2019), NumPy reference.
+
+The teacher's knowledge is read as a graph over the instances of a mini-batch: the **vertices**
+are the instances' features, the **edges** their squared Euclidean distances. Since the
+relations between instances keep most of what a layer knows, the student is asked to reproduce
+three things: the teacher's logits (vertices, the only layer where the two networks have the same
+shape), the teacher's edge matrices (any widths: an edge matrix is :math:`I\times I`), and how
+each instance's feature moves from one layer to the next inside a network (the *transformation*).
+
+With :math:`f_l(x_i)` the flattened feature of instance :math:`i` at layer :math:`l`,
+
+.. math::
+   A_l(i,j)=\lVert f_l(x_i)-f_l(x_j)\rVert_2^2,\qquad
+   \Lambda_{l_1,l_2}(i,i)=\lVert f_{l_1}(x_i)-f_{l_2}(x_i)\rVert_2^2,
+
+.. math::
+   \mathcal L_{MTK}-\mathcal L_{GT}=\lambda_1\sum_i\lVert z^T_i-z^S_i\rVert_2^2
+   +\lambda_2\sum_{l_M\in L_M}\lVert A^T_L-A^S_{l_M}\rVert_F^2
+   +\lambda_3\sum_{(l_1,l_2,l_3,l_4)}\lVert\Lambda^T_{l_1,l_2}-\Lambda^S_{l_3,l_4}\rVert_2^2 .
+
+These formulas are **reconstructed** (from two independent transcriptions of the paper; its own
+text could not be checked): plain sums, no normalisation. The official Caffe code and KD-Zoo
+divide every edge matrix and transformation vector by its batch maximum and average instead of
+summing (see :data:`CONVENTIONS`).
+
+**Degenerate entries.** A max-normalised matrix or vector with no positive entry (a batch of one,
+or every instance equal) is defined as 0 with zero gradient; Caffe and KD-Zoo divide 0 by 0 there
+(NaN). A transformation pair whose two layers have different widths (after the optional matching
+rule) is refused with a ``ValueError``.
+
+Arrays are ``[N, ...]``: every axis after the batch axis is flattened into one vector per
+instance (the ``"kdzoo"`` matching rule reads ``[N, C, H, W]`` maps before flattening).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from kdref._scalars import check_real
+from kdref.conventions import Conventions
+from kdref.reference._common import (
+    adaptive_pool2d,
+    as_embeddings,
+    as_float_array,
+    check_same_batch,
+    check_same_shape,
+    check_sequence,
+    pairwise_sq_distances,
+)
+
+__all__ = [
+    "CONVENTIONS",
+    "MATCH_RULES",
+    "edge_loss",
+    "edge_matrix",
+    "irg_loss",
+    "match_transformation",
+    "normalize_by_max",
+    "power_of_two_scale",
+    "term_reduction",
+    "transformation_loss",
+    "transformation_vector",
+    "vertex_loss",
+]
+
+CONVENTIONS = Conventions(
+    loss="irg_loss",
+    defaults={
+        "lambda1": 1.0, "lambda2": 1.0, "lambda3": 1.0, "mode": "one_to_many", "normalize": "none",
+        "eps": 0.0, "reduction": "sum", "layer_reduction": "sum",
+    },
+    presets={
+        "paper": {},
+        "kdzoo": {"lambda1": 0.1, "lambda2": 5.0, "lambda3": 5.0, "mode": "one_to_one", "normalize": "max",
+                  "eps": 1e-12, "reduction": "mean", "layer_reduction": "mean"},
+        "official": {"lambda1": 0.0, "lambda2": 0.005, "lambda3": 0.005, "mode": "one_to_one",
+                     "normalize": "max", "reduction": "caffe"},
+    },
+    default="paper",
+    descriptions={
+        "paper": "λ1·Σ‖z_T − z_S‖² + λ2·Σ_layers ‖A_T − A_S‖²_F + λ3·Σ_pairs ‖Λ_T − Λ_S‖², plain sums, "
+                 "no normalisation, the teacher's last layer guiding every student layer (reconstructed)",
+        "kdzoo": "KD-Zoo: A and Λ clamped at 1e-12 and divided by their batch max, MSE means, mean over "
+                 "layers, one-to-one, weights 0.1 / 5 / 5 (its layer-matching rule is match='kdzoo')",
+        "official": "official Caffe layers: A and Λ divided by their batch max, Caffe's EuclideanLoss "
+                    "(edges 1/(2N)·Σ, transformation ½·Σ), one-to-one, loss weights 0 / 0.005 / 0.005",
+    },
+    choices={
+        "mode": ("one_to_many", "one_to_one"),
+        "normalize": ("none", "max"),
+        "reduction": ("sum", "mean", "caffe"),
+        "layer_reduction": ("sum", "mean"),
+    },
+)
+
+#: the width rules of a transformation pair (an argument of its own: it says how the layers are
+#: joined, like ``transformations`` says which)
+MATCH_RULES = ("none", "kdzoo")
+
+
+def edge_matrix(f: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    r"""The edges of the instance relationship graph at one layer:
+    :math:`A(i,j)=\lVert f(x_i)-f(x_j)\rVert_2^2` — **squared** distances, no square root.
+
+    ``eps > 0`` clamps the off-diagonal entries at :math:`\epsilon` (KD-Zoo's
+    ``clamp(min=1e-12)``); the diagonal is 0.
+
+    Args:
+      f: features ``[N, d]``.
+
+    Returns:
+      ``[N, N]``.
+    """
+    A = pairwise_sq_distances(f)
+    if eps > 0:
+        A = np.maximum(A, eps)
+        np.fill_diagonal(A, 0.0)
+    return A
+
+
+def normalize_by_max(a: np.ndarray) -> np.ndarray:
+    r""":math:`\hat a = a/\max a`, the official code's and KD-Zoo's batch-max normalisation.
+
+    An array with no positive entry (a batch of one, or every instance equal) has no scale: kdref
+    returns 0 there (Caffe and KD-Zoo return NaN, 0/0).
+    """
+    M = np.max(a)
+    return a / M if M > 0 else np.zeros_like(a)
+
+
+def match_transformation(f1: np.ndarray, f2: np.ndarray, rule: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    r"""Bring the two layers :math:`l_1\to l_2` of one network to one width, so that
+    :math:`\Lambda_{l_1,l_2}(i,i)=\lVert f_{l_1}(x_i)-f_{l_2}(x_i)\rVert^2` is defined.
+
+    ``"none"``: the flattened widths must already agree (the paper's rule is unknown).
+    ``"kdzoo"``: KD-Zoo's heuristic on ``[N, C, H, W]`` maps (``[N, C]`` is read as ``[N, C, 1, 1]``):
+    if the earlier map is taller (:math:`H_1>H_2`) it is adaptive-average pooled to
+    :math:`(H_2, W_2)`; if it has fewer channels, the later map's channel :math:`c` becomes
+    :math:`(f_2[2c]+f_2[2c+1])/2` (this needs :math:`C_2=2C_1`).
+
+    Returns:
+      the two layers flattened, ``[N, d]`` each (widths checked by the caller).
+    """
+    if rule == "kdzoo":
+        f1, f2 = _as_map(f1), _as_map(f2)
+        if f1.shape[2] > f2.shape[2]:
+            f1 = adaptive_pool2d(f1, f2.shape[2:], "avg")
+        if f1.shape[1] < f2.shape[1] and f2.shape[1] == 2 * f1.shape[1]:
+            f2 = (f2[:, 0::2] + f2[:, 1::2]) / 2.0
+    return f1.reshape(f1.shape[0], -1), f2.reshape(f2.shape[0], -1)
+
+
+def _as_map(f: np.ndarray) -> np.ndarray:
+    return f.reshape(*f.shape, 1, 1) if f.ndim == 2 else f
+
+
+def transformation_vector(f1: np.ndarray, f2: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    r"""The diagonal of the IRG transformation :math:`l_1\to l_2`:
+    :math:`\Lambda_{l_1,l_2}(i,i)=\lVert f_{l_1}(x_i)-f_{l_2}(x_i)\rVert_2^2`, clamped at
+    :math:`\epsilon` when ``eps > 0`` (KD-Zoo).
+
+    Args:
+      f1, f2: the two layers of one network, ``[N, d]`` each (matched).
+
+    Returns:
+      ``[N]``.
+    """
+    v = np.sum((f1 - f2) ** 2, axis=1)
+    return np.maximum(v, eps) if eps > 0 else v
+
+
+def term_reduction(squared_differences: np.ndarray, reduction: str) -> float:
+    r"""Reduce one term's squared differences: ``"sum"`` (the paper), ``"mean"`` over the entries
+    (``F.mse_loss``, KD-Zoo), or ``"caffe"``: Caffe's ``EuclideanLoss``,
+    :math:`\frac{1}{2\,\mathrm{num}}\sum`, with ``num`` the blob's first axis — :math:`N` for the
+    :math:`N\times N` edge blob and the :math:`N\times K` logits, 1 for the :math:`1\times N`
+    transformation blob (pass it as a ``[1, N]`` array)."""
+    total = float(np.sum(squared_differences))
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / squared_differences.size
+    return total / (2.0 * squared_differences.shape[0])
+
+
+def vertex_loss(z_s: np.ndarray, z_t: np.ndarray, reduction: str = "sum") -> float:
+    r"""The vertex term on the logits: :math:`\sum_i\lVert z^T_i-z^S_i\rVert_2^2` (``"sum"``)."""
+    return term_reduction((z_t - z_s) ** 2, reduction)
+
+
+def _normalized(a: np.ndarray, normalize: str) -> np.ndarray:
+    return normalize_by_max(a) if normalize == "max" else a
+
+
+def power_of_two_scale(*xs: np.ndarray) -> float:
+    r"""A power of two :math:`2^e` near :math:`\max|x|` (1 for all-zero inputs). A max-normalised
+    matrix or vector without a clamp is scale invariant; computing it from the features divided by
+    this (an exact division) keeps its squared distances inside the float range (features of
+    1e-200 would otherwise give 0/0)."""
+    peak = max(float(np.max(np.abs(x))) for x in xs)
+    return float(np.ldexp(1.0, np.frexp(peak)[1]))
+
+
+def edge_loss(f_s: np.ndarray, f_t: np.ndarray, *, normalize: str = "none", eps: float = 0.0,
+              reduction: str = "sum") -> float:
+    r"""The edge term of one (student, teacher) layer pair:
+    :math:`\lVert A^T-A^S\rVert_F^2=\sum_{i,j}\big(A^T(i,j)-A^S(i,j)\big)^2` over all :math:`I^2`
+    entries (each unordered pair twice), with :math:`A` optionally divided by its batch max."""
+    if normalize == "max" and eps == 0:
+        f_s, f_t = f_s / power_of_two_scale(f_s), f_t / power_of_two_scale(f_t)
+    A_s = _normalized(edge_matrix(f_s, eps), normalize)
+    A_t = _normalized(edge_matrix(f_t, eps), normalize)
+    return term_reduction((A_t - A_s) ** 2, reduction)
+
+
+def transformation_loss(v_s: np.ndarray, v_t: np.ndarray, *, normalize: str = "none",
+                        reduction: str = "sum") -> float:
+    r"""The transformation term of one pair:
+    :math:`\lVert\Lambda^T_{l_1,l_2}-\Lambda^S_{l_3,l_4}\rVert_2^2=\sum_i\big(\Lambda^T(i,i)-\Lambda^S(i,i)\big)^2`,
+    with :math:`\Lambda` optionally divided by its batch max."""
+    delta = _normalized(v_t, normalize) - _normalized(v_s, normalize)
+    return term_reduction((delta ** 2)[None, :], reduction)
+
+
+def _transformation(f1: np.ndarray, f2: np.ndarray, match: str, eps: float, normalize: str) -> np.ndarray:
+    """Λ of one network's pair, from features rescaled by a power of two where that is exact for the
+    max-normalised vector (see :func:`power_of_two_scale`)."""
+    a, b = match_transformation(f1, f2, match)
+    if normalize == "max" and eps == 0:
+        scale = power_of_two_scale(a, b)
+        a, b = a / scale, b / scale
+    return transformation_vector(a, b, eps)
+
+
+def _layers(name: str, fs) -> list[np.ndarray]:
+    """A list of ``[N, ...]`` feature arrays, as given (flattened where used)."""
+    layers = check_sequence(name, fs)
+    return [as_float_array(f"{name}[{i}]", f) for i, f in enumerate(layers)]
+
+
+def check_transformations(transformations, n_student: int, n_teacher: int) -> list[tuple[int, int, int, int]]:
+    r"""The transformation pairs as :math:`(l_1, l_2, l_3, l_4)`: teacher :math:`l_1\to l_2`,
+    student :math:`l_3\to l_4`; a pair ``(a, b)`` means the same layers in both networks.
+    Indices are list positions (negative ones count from the end). Shared with the torch side."""
+    if isinstance(transformations, (str, bytes)) or not isinstance(transformations, (list, tuple)):
+        raise TypeError(f"transformations must be a list of index pairs (a, b) or 4-tuples, "
+                        f"got {type(transformations).__name__}")
+    quadruples = []
+    for k, item in enumerate(transformations):
+        if not isinstance(item, (list, tuple)) or len(item) not in (2, 4) or not all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in item):
+            raise TypeError(f"transformations[{k}] must be a pair (a, b) or a 4-tuple (l1, l2, l3, l4) of "
+                            f"layer indices, got {item!r}")
+        l1, l2, l3, l4 = (*item, *item) if len(item) == 2 else item
+        for index, count, who in ((l1, n_teacher, "teacher"), (l2, n_teacher, "teacher"),
+                                  (l3, n_student, "student"), (l4, n_student, "student")):
+            if not -count <= index < count:
+                raise ValueError(f"transformations[{k}] = {tuple(item)} indexes layer {index} of the {who}, "
+                                 f"which has {count} layer(s)")
+        quadruples.append((int(l1) % n_teacher, int(l2) % n_teacher, int(l3) % n_student, int(l4) % n_student))
+    return quadruples
+
+
+def check_match_shapes(name: str, shape1: tuple, shape2: tuple, i: int, j: int, rule: str) -> None:
+    r"""The widths of a transformation pair :math:`f_i\to f_j` of one network must agree after the
+    matching rule (shapes only; shared with the torch side). ``rule="kdzoo"`` takes ``[N, C]`` or
+    ``[N, C, H, W]`` and pools only a taller earlier map, averages channel pairs only when
+    :math:`C_2=2C_1`."""
+    if rule == "kdzoo":
+        for k, shape in ((i, shape1), (j, shape2)):
+            if len(shape) not in (2, 4):
+                raise ValueError(f"{name}[{k}] must be [N, C] or [N, C, H, W] for match='kdzoo', got shape {shape}")
+        s1, s2 = (*shape1, 1, 1)[:4], (*shape2, 1, 1)[:4]
+        c1, h1, w1 = s1[1], *((s2[2], s2[3]) if s1[2] > s2[2] else (s1[2], s1[3]))
+        c2 = s2[1] // 2 if s1[1] < s2[1] and s2[1] == 2 * s1[1] else s2[1]
+        width1, width2 = c1 * h1 * w1, c2 * s2[2] * s2[3]
+        how = " after KD-Zoo's pooling / channel-pair rule"
+    else:
+        width1, width2 = int(np.prod(shape1[1:])), int(np.prod(shape2[1:]))
+        how = ""
+    if width1 != width2:
+        raise ValueError(f"{name}[{j}] must have the width of {name}[{i}] ({width1}) for the transformation "
+                         f"{i} → {j}{how}, got {width2} (shapes {tuple(shape1)} and {tuple(shape2)})"
+                         + ("; match='kdzoo' applies KD-Zoo's rule" if rule == "none" else ""))
+
+
+def check_match(match) -> str:
+    """The width rule of the transformation pairs: one of :data:`MATCH_RULES`."""
+    if match not in MATCH_RULES:
+        raise ValueError(f"match must be one of {', '.join(map(repr, MATCH_RULES))}; got {match!r}")
+    return match
+
+
+def check_weights(knobs) -> tuple[float, float, float]:
+    """λ1, λ2, λ3: finite and ≥ 0 (shared with the torch side)."""
+    return tuple(check_real(k, knobs[k], low=0.0) for k in ("lambda1", "lambda2", "lambda3"))
+
+
+def check_eps(knobs) -> float:
+    return check_real("eps", knobs["eps"], low=0.0)
+
+
+def irg_loss(
+    student_features,
+    teacher_features,
+    student_logits=None,
+    teacher_logits=None,
+    *,
+    transformations=(),
+    match: str = "none",
+    convention: str | None = None,
+    lambda1: float | None = None,
+    lambda2: float | None = None,
+    lambda3: float | None = None,
+    mode: str | None = None,
+    normalize: str | None = None,
+    eps: float | None = None,
+    reduction: str | None = None,
+    layer_reduction: str | None = None,
+) -> float:
+    r"""The IRG loss (without the cross-entropy with the labels, which is the caller's):
+
+    .. math:: \lambda_1\,\mathcal L_{logits}
+              +\lambda_2\sum_{l_M\in L_M}\lVert A^T_L-A^S_{l_M}\rVert_F^2
+              +\lambda_3\sum_{(l_1,l_2,l_3,l_4)}\lVert\Lambda^T_{l_1,l_2}-\Lambda^S_{l_3,l_4}\rVert_2^2
+              \quad\text{(default, ``"paper"``)}.
+
+    Args:
+      student_features: the student's layers, a list of ``[N, ...]`` arrays (each flattened to
+        one vector per instance; widths may differ from the teacher's).
+      teacher_features: the teacher's layers, a list of ``[N, ...]`` arrays, a constant target.
+      student_logits, teacher_logits: ``[N, K]`` each, for the vertex term; may be omitted when
+        ``lambda1 == 0``.
+      transformations: the transformation pairs, each ``(a, b)`` (layers :math:`a\to b` of both
+        networks) or ``(l1, l2, l3, l4)`` (teacher :math:`l_1\to l_2`, student :math:`l_3\to l_4`),
+        indices into the feature lists. Default: none.
+      match: how the two layers of a transformation pair are brought to one width: ``"none"``
+        (equal widths required; the paper's rule is unknown) or ``"kdzoo"`` (KD-Zoo's pooling /
+        channel-pair rule, see :func:`match_transformation`).
+      convention: ``"paper"`` (default), ``"kdzoo"`` or ``"official"``.
+      lambda1, lambda2, lambda3: the weights :math:`\lambda_{1,2,3}\ge0` of the vertex, edge and
+        transformation terms (paper: 1, 1, 1 — its values are not confirmed; kdzoo 0.1, 5, 5;
+        official 0, 0.005, 0.005).
+      mode: ``"one_to_many"`` (the paper: the teacher's **last** layer guides every student
+        layer) or ``"one_to_one"`` (student layer :math:`l` against teacher layer :math:`l`; the
+        lists must have the same length).
+      normalize: ``"none"`` or ``"max"`` (each edge matrix and transformation vector divided by
+        its batch maximum; 0 where that maximum is 0).
+      eps: clamp the squared distances of edges (off the diagonal) and transformations at
+        :math:`\epsilon` (KD-Zoo 1e-12; 0 = no clamp).
+      reduction: of each term's squared differences, ``"sum"``, ``"mean"`` over the entries, or
+        ``"caffe"`` (:math:`\frac{1}{2N}\sum` for edges and logits, :math:`\frac12\sum` for
+        transformations; see :func:`term_reduction`).
+      layer_reduction: over the edge layers and over the transformation pairs, ``"sum"`` or ``"mean"``.
+
+    Returns:
+      a float.
+
+    Examples:
+      >>> import numpy as np
+      >>> s1, s2 = np.array([[1., 0], [0, 1], [1, 1]]), np.array([[2., 0], [0, 1], [1, 3]])
+      >>> t1, t2 = np.array([[0., 1], [2, 0], [1, 2]]), np.array([[1., 1], [2, 2], [0, 3]])
+      >>> print(f"{irg_loss([s2], [t2], convention='official'):.8g}")
+      0.00043333333
+      >>> print(f"{irg_loss([s1, s2], [t1, t2], transformations=[(0, 1)], lambda2=0.0, convention='official'):.8g}")
+      0.003125
+
+      The paper's plain sum (edges only, one layer each; the spec's Example C, feat):
+
+      >>> s_feat = np.array([[0.2, -0.2, -2.5, -0.5], [0.0, 0.1, -1.5, -0.5], [-1.0, -0.8, 1.1, -0.8]])
+      >>> t_feat = np.array([[-0.8, 0.6, -2.0, -0.5], [-0.1, 1.3, 0.7, -0.3], [-0.4, -0.3, 1.5, -0.4]])
+      >>> print(f"{irg_loss([s_feat], [t_feat], lambda1=0.0, lambda3=0.0):.8g}")
+      165.8128
+    """
+    knobs = CONVENTIONS.resolve(
+        convention, lambda1=lambda1, lambda2=lambda2, lambda3=lambda3, mode=mode, normalize=normalize, eps=eps,
+        reduction=reduction, layer_reduction=layer_reduction,
+    )
+    check_match(match)
+    lam1, lam2, lam3 = check_weights(knobs)
+    eps = check_eps(knobs)
+    student = _layers("student_features", student_features)
+    teacher = _layers("teacher_features", teacher_features)
+    flat_s = [as_embeddings(f"student_features[{i}]", f) for i, f in enumerate(student)]
+    flat_t = [as_embeddings(f"teacher_features[{i}]", f) for i, f in enumerate(teacher)]
+    for i, f in enumerate(flat_s[1:], 1):
+        check_same_batch(f"student_features[{i}]", f, "student_features[0]", flat_s[0])
+    for i, f in enumerate(flat_t):
+        check_same_batch(f"teacher_features[{i}]", f, "student_features[0]", flat_s[0])
+    logits = _check_logits(student_logits, teacher_logits, flat_s[0], lam1)
+    pairs = check_transformations(transformations, len(student), len(teacher))
+    if knobs["mode"] == "one_to_one" and len(teacher) != len(student):
+        raise ValueError(f"teacher_features must hold as many layers as student_features ({len(student)}) for "
+                         f"mode='one_to_one', got {len(teacher)}")
+    for l1, l2, l3, l4 in pairs:
+        check_match_shapes("teacher_features", teacher[l1].shape, teacher[l2].shape, l1, l2, match)
+        check_match_shapes("student_features", student[l3].shape, student[l4].shape, l3, l4, match)
+
+    def over_layers(values: list[float]) -> float:
+        return float(np.mean(values)) if knobs["layer_reduction"] == "mean" else float(np.sum(values))
+
+    total = 0.0
+    if logits is not None:
+        total += lam1 * vertex_loss(logits[0], logits[1], knobs["reduction"])
+    guides = flat_t if knobs["mode"] == "one_to_one" else [flat_t[-1]] * len(flat_s)
+    total += lam2 * over_layers([
+        edge_loss(f_s, f_t, normalize=knobs["normalize"], eps=eps, reduction=knobs["reduction"])
+        for f_s, f_t in zip(flat_s, guides, strict=True)])
+    if pairs:
+        terms = []
+        for l1, l2, l3, l4 in pairs:
+            v_t = _transformation(teacher[l1], teacher[l2], match, eps, knobs["normalize"])
+            v_s = _transformation(student[l3], student[l4], match, eps, knobs["normalize"])
+            terms.append(transformation_loss(v_s, v_t, normalize=knobs["normalize"], reduction=knobs["reduction"]))
+        total += lam3 * over_layers(terms)
+    return total
+
+
+def _check_logits(student_logits, teacher_logits, ref: np.ndarray, lam1: float):
+    """Both logits ``[N, K]`` of one shape, or both omitted when λ1 = 0."""
+    if student_logits is None or teacher_logits is None:
+        if lam1 > 0:
+            missing = "student_logits" if student_logits is None else "teacher_logits"
+            raise ValueError(f"{missing} is required for the vertex term (lambda1 = {lam1:g} > 0)")
+        if student_logits is None and teacher_logits is None:
+            return None
+        given = "teacher_logits" if student_logits is None else "student_logits"
+        raise ValueError(f"{given} was given without its counterpart; pass both logits or neither")
+    z_s = as_float_array("student_logits", student_logits, ndim=2)
+    z_t = as_float_array("teacher_logits", teacher_logits, ndim=2)
+    check_same_batch("student_logits", z_s, "student_features[0]", ref)
+    check_same_shape("teacher_logits", z_t, "student_logits", z_s)
+    return z_s, z_t
