@@ -685,7 +685,8 @@ def check_bad_input(case: Case, device: str = "cpu") -> Result:
 
 
 def check_compile(method: Method, loss: Loss, device: str = "cpu") -> Result:
-    """``torch.compile`` of the loss (default convention) gives the reference's golden values."""
+    """``torch.compile`` of the loss (default convention) gives the reference's golden values, and
+    its backward pass the eager gradient."""
     import torch
 
     convention = loss.conventions.default
@@ -700,8 +701,18 @@ def check_compile(method: Method, loss: Loss, device: str = "cpu") -> Result:
             expected = subject(case, "reference")(**args)
             actual = compiled(**{k: to_torch(v, torch.float64, device) for k, v in args.items()},
                               convention=convention)
-            compare(to_numpy(actual), expected, method.tolerances["float64"], error_scale(method, args, None),
-                    "torch.compile vs reference", worst)
+            scale = error_scale(method, args, None)
+            compare(to_numpy(actual), expected, method.tolerances["float64"], scale, "torch.compile vs reference",
+                    worst)
+            for wrt in (w for w in loss.differentiable if w in args):
+                # a fresh compile, as in training where the inputs require grad from the first call
+                # (recompiling NST's graph for inputs that start requiring grad hits an internal
+                # Dynamo error in torch 2.13)
+                torch._dynamo.reset()
+                inputs = {**args, "convention": convention}
+                compare(torch_gradient(torch.compile(loss.torch), inputs, wrt, device),
+                        torch_gradient(loss.torch, inputs, wrt, device), method.tolerances["float64"], scale,
+                        f"torch.compile gradient wrt {wrt} vs eager", worst)
         return len(examples)
 
     return _run(f"{method.name}:{loss.name}", "compile", action)

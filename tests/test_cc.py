@@ -108,6 +108,12 @@ def test_tiny_row_inside_eps_has_the_clamped_value():
     shrunk = S_A.copy()
     shrunk[2] = [0.3, -0.4]
     assert ref.cc_loss(student, T_A) == pytest.approx(_loss_with_row(shrunk), rel=1e-9)
+    # and its gradient: masked under "paper" (the row is a constant), F.normalize's ~1/ε under "kdzoo"
+    for convention, masked in (("paper", True), ("kdzoo", False)):
+        s = t(student).requires_grad_(True)
+        tcc.cc_loss(s, t(T_A), convention=convention).backward()
+        row = s.grad[2].abs().max().item()
+        assert (row == 0.0) if masked else (row > 1e9), (convention, row)
 
 
 @pytest.mark.parametrize("side", ["reference", "torch"])

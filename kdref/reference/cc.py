@@ -300,7 +300,7 @@ def cc_loss(
     gamma, P, eps = check_knob_values(knobs)
     F_S = as_embeddings("student", student)
     F_T = as_embeddings("teacher", teacher)
-    check_same_batch("teacher", teacher, "student", student)
+    check_same_batch("teacher", F_T, "student", F_S)
     correlation = {"kernel": knobs["kernel"], "gamma": gamma, "P": P, "normalize": knobs["normalize"], "eps": eps}
     C_S = correlation_matrix(F_S, **correlation)
     C_T = correlation_matrix(F_T, **correlation)
@@ -359,7 +359,7 @@ def cc_adjacent_residual_loss(
     knobs = ADJACENT_CONVENTIONS.resolve(convention, reduction=reduction)
     F_S = as_embeddings("student", student)
     F_T = as_embeddings("teacher", teacher)
-    check_same_batch("teacher", teacher, "student", student)
+    check_same_batch("teacher", F_T, "student", F_S)
     if F_T.shape[1] != F_S.shape[1]:
         raise ValueError(f"teacher must have the width of student ({F_S.shape[1]}) for the residual "
                          f"f_S − f_T, got shape {np.shape(teacher)}")

@@ -184,6 +184,7 @@ def rkd_angle_loss(student, teacher, *, convention: str | None = None, tuples: s
     """
     knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
                                 squared=squared)
+    check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)  # unused here, but never silently wrong
     averaged_over_triplets = knobs["reduction"] == "mean" and knobs["tuples"] == "distinct"
     s, t = _inputs(student, teacher, 3 if averaged_over_triplets else 1, "for a mean over distinct triplets")
     terms = huber(angle_potential(t), angle_potential(s))

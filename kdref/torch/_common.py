@@ -71,7 +71,9 @@ def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
     with torch.autocast(x.device.type, enabled=False):
         centred = x - x.mean(dim=0, keepdim=True)
         gram = centred @ centred.T
-    norms = gram.diagonal()
+    # G_ii exactly as in G (a row with one non-zero entry sums exactly); not gram.diagonal(), whose
+    # gradient under torch.compile (Inductor, torch 2.13) comes out wrong
+    norms = (gram * torch.eye(x.shape[0], dtype=gram.dtype, device=gram.device)).sum(dim=1)
     scale = norms[:, None] + norms[None, :]
     d2 = scale - 2 * gram
     # below the Gram form's rounding level (~ε·(G_ii + G_jj)) a distance is noise: coincident rows

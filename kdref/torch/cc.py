@@ -59,7 +59,9 @@ def _sq_distances(F: torch.Tensor) -> torch.Tensor:
     there the value is 0 up to rounding, which the exponential does not mind."""
     centred = F - F.mean(dim=0, keepdim=True)
     gram = centred @ centred.T
-    norms = gram.diagonal()
+    # G_ii exactly as in G; not gram.diagonal(), whose gradient under torch.compile (Inductor,
+    # torch 2.13) comes out wrong
+    norms = (gram * torch.eye(F.shape[0], dtype=gram.dtype, device=gram.device)).sum(dim=1)
     return norms[:, None] + norms[None, :] - 2 * gram
 
 

@@ -145,7 +145,11 @@ class _AngleTerm(torch.autograd.Function):
         return grad_total * grad_d2, None, None, None
 
 
+@torch.compiler.disable
 def _angle_sum(s: torch.Tensor, t: torch.Tensor, distinct: bool, chunk_size) -> torch.Tensor:
+    """Runs eagerly under ``torch.compile`` (a graph break): traced, the chunk loop would unroll
+    into one graph per batch size, whose compile time grows with the number of chunks (88 s at
+    N = 256), for no gain — each chunk is already a few large elementwise kernels."""
     d2_s, d2_t = pairwise_sq_distances(s), pairwise_sq_distances(t)
     with torch.autocast(d2_s.device.type, enabled=False):
         return _AngleTerm.apply(d2_s, d2_t, distinct, chunk_size)
@@ -176,6 +180,7 @@ def rkd_angle_loss(student, teacher, *, convention: str | None = None, tuples: s
     the value."""
     knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
                                 squared=squared)
+    check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)  # unused here, but never silently wrong
     averaged_over_triplets = knobs["reduction"] == "mean" and knobs["tuples"] == "distinct"
     s, t = _inputs(student, teacher, 3 if averaged_over_triplets else 1, "for a mean over distinct triplets")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
