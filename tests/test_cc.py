@@ -10,27 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from kdref.proof import printed_tolerance
 from kdref.reference import cc as ref
 from kdref.registry import GOLDEN_DIR
 from kdref.torch import cc as tcc
+from tests.helpers import assert_printed, t
 
 GOLDEN = json.loads((GOLDEN_DIR / "cc.json").read_text(encoding="utf-8"))
 S_A, T_A, T_A_TRUNC = (np.asarray(GOLDEN["inputs"][k], dtype=np.float64) for k in ("s_a", "t_a", "t_a_trunc"))
 S_A_ZERO = S_A.copy()
 S_A_ZERO[2] = 0.0  # cc.md §5: "example A with student row 2 zeroed" (0-based, as the value shows)
-
-
-def t(x: np.ndarray, requires_grad: bool = False, dtype=torch.float64) -> torch.Tensor:
-    return torch.tensor(x, dtype=dtype, requires_grad=requires_grad)
-
-
-def assert_printed(actual, printed) -> None:
-    """``actual`` reproduces every printed digit of ``printed`` (strings, as in the golden file)."""
-    expected = np.vectorize(float)(np.asarray(printed, dtype=object))
-    bounds = np.vectorize(printed_tolerance)(np.asarray(printed, dtype=object)) * (1 + 1e-9) + 1e-15
-    error = np.abs(np.asarray(actual, dtype=np.float64) - expected)
-    assert np.all(error <= bounds), f"got {actual}, the spec prints {printed}"
 
 
 @pytest.mark.parametrize("side", ["reference", "torch"])

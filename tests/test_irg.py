@@ -11,26 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from kdref.proof import fd_gradient, printed_tolerance
+from kdref.proof import fd_gradient
 from kdref.reference import irg as ref
 from kdref.registry import GOLDEN_DIR
 from kdref.torch import irg as tirg
+from tests.helpers import assert_printed, t
 
 GOLDEN = json.loads((GOLDEN_DIR / "irg.json").read_text(encoding="utf-8"))
 S_L1, S_L2, T_L1, T_L2 = (np.asarray(GOLDEN["inputs"][k], dtype=np.float64) for k in ("S_L1", "S_L2", "T_L1", "T_L2"))
 OFF_DIAGONAL = ([0, 0, 1], [1, 2, 2])
-
-
-def t(x: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
-    return torch.tensor(x, dtype=torch.float64, requires_grad=requires_grad)
-
-
-def assert_printed(actual, printed) -> None:
-    """``actual`` reproduces every printed digit of ``printed`` (strings, as in the golden file)."""
-    expected = np.vectorize(float)(np.asarray(printed, dtype=object))
-    bounds = np.vectorize(printed_tolerance)(np.asarray(printed, dtype=object)) * (1 + 1e-9) + 1e-15
-    error = np.abs(np.asarray(actual, dtype=np.float64) - expected)
-    assert np.all(error <= bounds), f"got {actual}, the spec prints {printed}"
 
 
 def torch_grad(student, teacher, s_logits=None, t_logits=None, **kwargs):

@@ -12,26 +12,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdref.proof import printed_tolerance
 from kdref.reference import nst as ref
 from kdref.registry import GOLDEN_DIR
 from kdref.strategies.nst import nst_inputs, well_conditioned_maps
 from kdref.torch import nst as tnst
+from tests.helpers import assert_printed, t
 
 GOLDEN = json.loads((GOLDEN_DIR / "nst.json").read_text(encoding="utf-8"))
 FS, FT, FS_ZERO = (np.asarray(GOLDEN["inputs"][k], dtype=np.float64) for k in ("fs", "ft", "fs_zero"))
-
-
-def t(x: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
-    return torch.tensor(x, dtype=torch.float64, requires_grad=requires_grad)
-
-
-def assert_printed(actual, printed) -> None:
-    """``actual`` reproduces every printed digit of ``printed`` (strings, as in the golden file)."""
-    expected = np.vectorize(float)(np.asarray(printed, dtype=object))
-    bounds = np.vectorize(printed_tolerance)(np.asarray(printed, dtype=object)) * (1 + 1e-9) + 1e-15
-    error = np.abs(np.asarray(actual, dtype=np.float64) - expected)
-    assert np.all(error <= bounds), f"got {actual}, the spec prints {printed}"
 
 
 def test_normalised_student_channels():

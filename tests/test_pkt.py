@@ -6,7 +6,6 @@ formula as the libraries write it, and checks of the knobs."""
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -14,28 +13,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdref.proof import printed_tolerance
 from kdref.reference import pkt as ref
 from kdref.registry import GOLDEN_DIR
 from kdref.strategies.embeddings import embeddings
 from kdref.torch import pkt as tpkt
+from tests.helpers import assert_printed, t
 
 GOLDEN = json.loads((GOLDEN_DIR / "pkt.json").read_text(encoding="utf-8"))
 T_A, S_A, T_B, S_B = (np.asarray(GOLDEN["inputs"][k], dtype=np.float64) for k in ("T_A", "S_A", "T_B", "S_B"))
 CONVENTIONS = ("paper", "official", "kdzoo")
-
-
-def t(x: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
-    return torch.tensor(x, dtype=torch.float64, requires_grad=requires_grad)
-
-
-def assert_printed(actual, printed) -> None:
-    """``actual`` reproduces every printed digit of ``printed``; "1/3" is an exact fraction."""
-    texts = np.asarray(printed, dtype=object)
-    expected = np.vectorize(lambda v: float(Fraction(v)))(texts)
-    bounds = np.vectorize(lambda v: 1e-15 if "/" in v else printed_tolerance(v))(texts) * (1 + 1e-9) + 1e-15
-    error = np.abs(np.asarray(actual, dtype=np.float64) - expected)
-    assert np.all(error <= bounds), f"got {actual}, the spec prints {printed}"
 
 
 def both_sides(student: np.ndarray, teacher: np.ndarray, **knobs) -> tuple[np.ndarray, np.ndarray]:

@@ -11,24 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from kdref.proof import printed_tolerance
 from kdref.reference import rkd as ref
 from kdref.registry import GOLDEN_DIR
 from kdref.torch import rkd as trkd
+from tests.helpers import assert_printed, t
 
 GOLDEN = json.loads((GOLDEN_DIR / "rkd.json").read_text(encoding="utf-8"))
 T_A, S_A, S_DUP, T_B, S_B = (np.asarray(GOLDEN["inputs"][k], dtype=np.float64)
                              for k in ("t_a", "s_a", "s_dup", "t_b", "s_b"))
 HAND = GOLDEN["hand_check"]
-
-
-def t(x: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
-    return torch.tensor(x, dtype=torch.float64, requires_grad=requires_grad)
-
-
-def assert_printed(actual, printed: str) -> None:
-    assert abs(float(actual) - float(printed)) <= printed_tolerance(printed) * (1 + 1e-9), \
-        f"got {actual}, the spec prints {printed}"
 
 
 def student_gradient(fn, student, teacher, **kw) -> np.ndarray:

@@ -11,27 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from kdref.proof import fd_gradient, printed_tolerance
+from kdref.proof import fd_gradient
 from kdref.reference import sp as ref
 from kdref.registry import GOLDEN_DIR
 from kdref.torch import sp as tsp
+from tests.helpers import assert_printed, t
 
 GOLDEN = json.loads((GOLDEN_DIR / "sp.json").read_text(encoding="utf-8"))
 T_A, S_A, S_A_ZERO, T_B, S_B = (np.asarray(GOLDEN["inputs"][k], dtype=np.float64)
                                 for k in ("T_A", "S_A", "S_A_zero", "T_B", "S_B"))
 ZERO_ROW = 2  # sp.md §5: "student row 2 zeroed", counted from 0
-
-
-def t(x: np.ndarray, requires_grad: bool = False, dtype=torch.float64) -> torch.Tensor:
-    return torch.tensor(x, dtype=dtype, requires_grad=requires_grad)
-
-
-def assert_printed(actual, printed) -> None:
-    """``actual`` reproduces every printed digit of ``printed`` (strings, as in the golden file)."""
-    expected = np.vectorize(float)(np.asarray(printed, dtype=object))
-    bounds = np.vectorize(printed_tolerance)(np.asarray(printed, dtype=object)) * (1 + 1e-9) + 1e-15
-    error = np.abs(np.asarray(actual, dtype=np.float64) - expected)
-    assert np.all(error <= bounds), f"got {actual}, the spec prints {printed}"
 
 
 def torch_grad(student: list[np.ndarray], teacher: list[np.ndarray], dtype=torch.float64, **knobs) -> list:
