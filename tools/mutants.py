@@ -241,8 +241,11 @@ def run(name: str, path: str, old: str, new: str) -> tuple[bool, float, str]:
 
 def main() -> int:
     prefix = sys.argv[1] if len(sys.argv) > 1 else ""
-    # the control: an unmutated copy must pass, or every "kill" below would mean nothing
-    failed, seconds, _ = run("control", "kdref/__init__.py", '__version__ = "', '__version__ = "')
+    # the control: an unmutated copy must pass the same tests, or every "kill" below would mean nothing
+    own = ROOT / "kdref" / "reference" / f"{prefix}.py"
+    control = f"kdref/reference/{prefix}.py" if prefix and own.is_file() else "kdref/__init__.py"
+    failed, seconds, _ = run("control", control, "from __future__ import annotations",
+                             "from __future__ import annotations")
     if failed:
         print(f"the unmutated copy fails its tests ({seconds:.0f} s): fix that first")
         return 2
