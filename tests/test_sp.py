@@ -43,7 +43,7 @@ def test_zero_row_value_is_the_libraries_float32_value():
     value: the zero row of G stays 0), whatever the gradient rule; float64 agrees within float32's
     rounding of the inputs' products."""
     golden = GOLDEN["zero_row"]
-    for zero_rows in ("mask_grad", "clamp"):
+    for zero_rows in ("mask_grad", "keep"):
         value = tsp.sp_loss([t(S_A_ZERO, dtype=torch.float32)], [t(T_A, dtype=torch.float32)], zero_rows=zero_rows)
         assert value.dtype == torch.float32
         assert_printed(value.item(), golden["value_float32"])
@@ -55,7 +55,7 @@ def test_zero_row_value_is_the_libraries_float32_value():
 def test_zero_row_clamp_gradient_explodes_as_the_libraries():
     """sp.md §5: the libraries' clamp, F.normalize(eps=1e-12), has Jacobian I/ε at the zero row:
     max |grad| ≈ 7.9e10 in float32 on example A with row 2 zeroed."""
-    (grad,) = torch_grad([S_A_ZERO], [T_A], dtype=torch.float32, zero_rows="clamp")
+    (grad,) = torch_grad([S_A_ZERO], [T_A], dtype=torch.float32, zero_rows="keep")
     assert np.all(np.isfinite(grad))
     assert_printed(float(f"{np.max(np.abs(grad)):.2g}"), GOLDEN["zero_row"]["max_abs_grad_clamp_float32"])
     assert np.argmax(np.max(np.abs(grad), axis=1)) == ZERO_ROW
@@ -211,7 +211,7 @@ def test_knob_checks(side):
         ({"trace_form": 1}, TypeError, "^trace_form must be a bool"),
         ({"trace_form": True, "p": 1}, ValueError, "^trace_form=True needs p=2"),
         ({"trace_form": True, "convention": "torchdistill"}, ValueError, "^trace_form=True needs p=2"),
-        ({"trace_form": True, "zero_rows": "clamp"}, ValueError, "^trace_form=True supports"),
+        ({"trace_form": True, "zero_rows": "keep"}, ValueError, "^trace_form=True supports"),
     ]
     for knobs, error, message in cases:
         with pytest.raises(error, match=message):

@@ -59,7 +59,7 @@ CONVENTIONS = Conventions(
         "p": (1, 2),
         "reduction": ("batchmean", "sum"),
         "layer_reduction": ("sum", "mean"),
-        "zero_rows": ("mask_grad", "clamp"),
+        "zero_rows": ("mask_grad", "keep"),
     },
 )
 
@@ -85,7 +85,7 @@ def row_normalize(g: np.ndarray, p: int = 2, eps: float = 1e-12) -> np.ndarray:
     :math:`p=2` is the paper's; :math:`p=1` is what torchdistill computes. The row of an all-zero
     sample is all zero and **stays 0** (the paper's normalisation is undefined there). kdref
     defines the gradient through such a row as 0 (``zero_rows="mask_grad"``); the libraries'
-    clamp gives :math:`I/\epsilon` there (``zero_rows="clamp"``, see :func:`sp_loss`).
+    clamp gives :math:`I/\epsilon` there (``zero_rows="keep"``, see :func:`sp_loss`).
 
     Returns:
       ``[b, b]``.
@@ -204,7 +204,7 @@ def sp_loss(
       reduction: per layer pair, ``"batchmean"`` (:math:`\div b^2`) or ``"sum"``.
       layer_reduction: over the pairs, ``"sum"`` or ``"mean"`` (KD-Zoo).
       zero_rows: the gradient through the row of an all-zero sample, whose normalised row is 0:
-        ``"mask_grad"`` (0: the row is a constant) or ``"clamp"`` (the libraries' :math:`1/\epsilon`).
+        ``"mask_grad"`` (0: the row is a constant) or ``"keep"`` (the libraries' :math:`1/\epsilon`).
         The value is the same.
       trace_form: compute each pair with :func:`trace_form_pair_loss` (no :math:`b\times b`
         matrix; ``p=2`` and float64 only). The value is the same up to rounding.

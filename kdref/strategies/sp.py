@@ -72,7 +72,7 @@ def sp_inputs(draw, convention: str = "paper", *, gradient: bool = False, knobs:
     if not knobs:
         return inputs
     if draw(st.integers(0, 3)) == 0:
-        inputs["zero_rows"] = draw(st.sampled_from(["mask_grad", "clamp"]))
+        inputs["zero_rows"] = draw(st.sampled_from(["mask_grad", "keep"]))
     if pairs > 1 and draw(st.integers(0, 3)) == 0:
         inputs["layer_reduction"] = draw(st.sampled_from(["sum", "mean"]))
     if convention == "torchdistill" and draw(st.booleans()):

@@ -9,7 +9,7 @@ all, :math:`O(b\,(d_T^2+d_S^2+d_Td_S))`.
 The teacher is detached. Half-precision inputs are computed in float32 and the products run with
 autocast disabled: :math:`\tilde G_{ii}=\lVert q_i\rVert^2` grows with the width and overflows
 float16 (65504) at ordinary activation sizes. The row of an all-zero sample is 0 in value; its
-gradient is 0 (``zero_rows="mask_grad"``) or the libraries' :math:`1/\epsilon` (``"clamp"``).
+gradient is 0 (``zero_rows="mask_grad"``) or the libraries' :math:`1/\epsilon` (``"keep"``).
 Nothing loops over the batch; the loop over layer pairs is a loop over the list.
 """
 
@@ -32,7 +32,7 @@ def batch_gram(q: torch.Tensor) -> torch.Tensor:
 def row_normalize(g: torch.Tensor, p: int = 2, eps: float = 1e-12, zero_rows: str = "mask_grad") -> torch.Tensor:
     r"""Each row divided by :math:`\max(\lVert\tilde G_{[i,:]}\rVert_p,\epsilon)`; an all-zero row
     stays 0. ``zero_rows="mask_grad"`` makes such a row a constant (zero gradient);
-    ``"clamp"`` keeps ``F.normalize``'s gradient there, :math:`I/\epsilon`."""
+    ``"keep"`` keeps ``F.normalize``'s gradient there, :math:`I/\epsilon`."""
     norms = torch.linalg.vector_norm(g, ord=p, dim=1, keepdim=True)
     scale = 1.0 / norms.clamp_min(eps)
     if zero_rows == "mask_grad":
