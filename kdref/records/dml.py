@@ -27,10 +27,15 @@ def _inputs(conventions, with_labels: bool):
 
 
 def _epsilon_allowance(loss, x) -> float:
-    """The official formula's ε terms move a zero KL by at most about C·ε per peer."""
+    """How far the official formula's ε terms move a KL: Σ_c p_c[log(p_c+ε) − log(q_c+ε)] differs from
+    Σ_c p_c log(p_c/q_c) by ≈ ε Σ_c (1 − p_c/q_c), so by at most ε Σ_c (1 + p_c/q_c + q_c/p_c) per
+    sample and peer (either network's probabilities in either role); twice that, summed over the
+    peers, at the worst sample."""
     epsilon = ref.CONVENTIONS.resolve(loss.convention)["epsilon"] if loss.loss.name != "dml_ensemble_mimicry_loss" \
         else 0.0
-    return 4 * epsilon * x["z_self"].shape[1] * len(x["z_peers"])
+    q = softmax(x["z_self"])
+    bound = sum(np.max(np.sum(1 + p / q + q / p, axis=1)) for p in (softmax(z) for z in x["z_peers"]))
+    return 2 * epsilon * float(bound)
 
 
 def zero_when_peers_equal_self(loss, x) -> float:

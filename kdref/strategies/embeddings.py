@@ -65,6 +65,13 @@ def embedding_pairs(draw, *, min_n: int = 1, max_n: int = 6, max_d: int = 5, sam
     return student, teacher
 
 
+def irregular(shape: tuple[int, ...]) -> np.ndarray:
+    """A fixed pattern in [-1, 1] with no simple ratios between its entries: added (scaled down) to
+    gradient draws, it keeps simple coordinates off the non-smooth points of a loss (an exact
+    orthogonality, a Huber kink), where second derivatives do not exist."""
+    return np.sin(1.0 + np.sqrt(2.0) * np.arange(np.prod(shape)) ** 1.5).reshape(shape)
+
+
 def _with_extra_axes(x: np.ndarray, split: bool) -> np.ndarray:
     """``[N, D]`` as ``[N, D, 1]`` or, when ``D`` is even and ``split``, ``[N, 2, D / 2]``."""
     n, d = x.shape

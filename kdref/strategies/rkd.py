@@ -16,7 +16,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from kdref.reference.rkd import CONVENTIONS
-from kdref.strategies.embeddings import PATTERNS, embedding_pairs
+from kdref.strategies.embeddings import PATTERNS, embedding_pairs, irregular
 
 __all__ = ["conditioning", "rkd_inputs"]
 
@@ -40,15 +40,10 @@ def conditioning(x: np.ndarray, *, coincident: bool = True) -> float:
     return float(max(1.0, np.max(((sq[:, None] + sq[None, :]) / np.where(positive, d2, 1.0))[positive])))
 
 
-def _irregular(shape: tuple[int, ...]) -> np.ndarray:
-    """A fixed pattern in [-1, 1] with no simple ratios between its entries."""
-    return np.sin(1.0 + np.sqrt(2.0) * np.arange(np.prod(shape)) ** 1.5).reshape(shape)
-
-
 def _planar(x: np.ndarray) -> np.ndarray:
     """``x`` flattened to ``[N, D]``, with a second column of irregular values if ``D = 1``."""
     flat = x.reshape(len(x), -1)
-    return np.hstack([flat, _irregular((len(x), 1))[::-1]]) if flat.shape[1] == 1 else flat
+    return np.hstack([flat, irregular((len(x), 1))[::-1]]) if flat.shape[1] == 1 else flat
 
 
 def _unit_spread(x: np.ndarray) -> np.ndarray:
@@ -90,7 +85,7 @@ def rkd_inputs(draw, loss: str = "rkd_loss", convention: str = "paper", *, min_n
         # an irregular nudge keeps simple coordinates off the Huber kink |Δψ| = 1 (no second derivative)
         # and a second axis for 1-D embeddings, whose cosines are all ±1 (the angle term is flat there
         # and its computed gradient is rounding noise)
-        student, teacher = (_unit_spread(_planar(x) + 1e-2 * _irregular(_planar(x).shape))
+        student, teacher = (_unit_spread(_planar(x) + 1e-2 * irregular(_planar(x).shape))
                             for x in (student, teacher))
         assume(max(conditioning(student, coincident=False), conditioning(teacher, coincident=False)) <= 1e3)
     else:
