@@ -229,6 +229,10 @@ def plot(report: dict, path: Path) -> None:
             values = [c["results"].get(variant, {}).get(key, 0) * scale for c in cases]
             ax.barh([j + i * height for j in range(len(cases))], values, height=height, label=variant)
         ax.set_yticks([j + 0.4 - height / 2 for j in range(len(cases))], [c["name"] for c in cases], fontsize=8)
+        shown = [c["results"][v][key] for c in cases for v in c["results"] if c["results"][v].get(key)]
+        if shown and max(shown) > 50 * min(shown):  # cases of very different sizes: a log axis shows them all
+            ax.set_xscale("log")
+            label += ", log scale"
         ax.set_xlabel(label)
         ax.invert_yaxis()
     axes[0].legend()
