@@ -706,8 +706,6 @@ def check_compile(method: Method, loss: Loss, device: str = "cpu") -> Result:
                     worst)
             for wrt in (w for w in loss.differentiable if w in args):
                 # a fresh compile, as in training where the inputs require grad from the first call
-                # (recompiling NST's graph for inputs that start requiring grad hits an internal
-                # Dynamo error in torch 2.13)
                 torch._dynamo.reset()
                 inputs = {**args, "convention": convention}
                 compare(torch_gradient(torch.compile(loss.torch), inputs, wrt, device),

@@ -237,3 +237,17 @@ def test_compiled_forward_and_backward_match_eager():
         value = fn(student, t(teacher_np), **knobs)
         results.append((value.detach(), torch.autograd.grad(value, student)[0]))
     torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("knobs", [{"kernel": "gaussian", "sigma2": 0.8}, {"c": 0.5, "gram": "channel"}])
+def test_compiled_with_dynamic_shapes(knobs):
+    """Under torch.compile with dynamic shapes (a batch size that changes, as a last smaller batch
+    does) the custom autograd function gets σ² and c as tensors: as Python floats they became
+    symbolic floats, on which Dynamo (torch 2.13) failed with an internal error."""
+    rng = np.random.default_rng(3)
+    student, teacher = t(rng.normal(size=(3, 4, 2, 3)), requires_grad=True), t(rng.normal(size=(3, 5, 2, 3)))
+    torch._dynamo.reset()
+    compiled = torch.compile(tnst.nst_loss, dynamic=True)
+    (expected,) = torch.autograd.grad(tnst.nst_loss(student, teacher, **knobs), student)
+    (actual,) = torch.autograd.grad(compiled(student, teacher, **knobs), student)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-14)

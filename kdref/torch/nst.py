@@ -74,7 +74,7 @@ def _kernel_of_gram(gram: torch.Tensor, a: torch.Tensor, b: torch.Tensor, kernel
     from the exact expression (see :class:`_ChannelKernelSum`).
     """
     if kernel == "poly":
-        return gram.add_(c).pow_(d) if c != 0 else gram.pow_(d)
+        return gram.add_(c).pow_(d)
     if kernel == "linear":
         return gram
     distance = gram.mul_(-2.0).add_(a.square().sum(-1).unsqueeze(2)).add_(b.square().sum(-1).unsqueeze(1))
@@ -105,22 +105,22 @@ class _ChannelKernelSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a, b, wa, wb, sigma2, kernel: str, c: float, d: int):
-        ctx.save_for_backward(a, b, wa, wb, sigma2 if isinstance(sigma2, torch.Tensor) else None)
-        ctx.kernel, ctx.c, ctx.d = kernel, c, d
+    def forward(ctx, a, b, wa, wb, sigma2, kernel: str, c: torch.Tensor, d: int):
+        ctx.save_for_backward(a, b, wa, wb, sigma2 if isinstance(sigma2, torch.Tensor) else None, c)
+        ctx.kernel, ctx.d = kernel, d
         ctx.sigma2 = None if isinstance(sigma2, torch.Tensor) else sigma2
         return _weighted_pair_sum(_kernel_of_gram(torch.bmm(a, b.mT), a, b, kernel, c, d, sigma2), wa, wb)
 
     @staticmethod
     def backward(ctx, grad):
-        a, b, wa, wb, sigma2_tensor = ctx.saved_tensors
+        a, b, wa, wb, sigma2_tensor, c = ctx.saved_tensors
         sigma2 = ctx.sigma2 if sigma2_tensor is None else sigma2_tensor
-        kernel, c, d = ctx.kernel, ctx.c, ctx.d
+        kernel, d = ctx.kernel, ctx.d
         with torch.autocast(device_type=a.device.type, enabled=False):
             gram = torch.bmm(a, b.mT)
             if not torch.is_grad_enabled():
                 if kernel == "poly":
-                    e = (gram.add_(c) if c != 0 else gram).pow_(d - 1).mul_(d)
+                    e = gram.add_(c).pow_(d - 1).mul_(d)
                 else:
                     e = _kernel_of_gram(gram, a, b, kernel, c, d, sigma2).div_(sigma2)
                 e.mul_(wa.unsqueeze(2)).mul_(wb.unsqueeze(1)).mul_(grad.view(-1, 1, 1))
@@ -164,6 +164,9 @@ def kernel_pair_sum(a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb: torc
     Returns:
       ``[N]``.
     """
+    # c as a tensor: a Python float would reach the autograd function as a symbolic float under
+    # torch.compile with dynamic shapes, which Dynamo (torch 2.13) fails on
+    c = torch.as_tensor(c, dtype=a.dtype, device=a.device)
     return _ChannelKernelSum.apply(a, b, wa, wb, sigma2, kernel, c, d)
 
 
@@ -266,6 +269,9 @@ def _check_sigma2(sigma2, kernel: str, ref: torch.Tensor):
         sigma2 = check_real("sigma2", sigma2)
         if sigma2 <= 0:
             raise ValueError(f"sigma2 must be finite and > 0, got {sigma2}")
+        # a tensor, as a per-example σ² is: a Python float reaches the custom autograd function as a
+        # symbolic float under torch.compile with dynamic shapes, which Dynamo (torch 2.13) fails on
+        sigma2 = torch.full((1, 1, 1), sigma2, dtype=ref.dtype, device=ref.device)
     if kernel == "gaussian" and sigma2 is None:
         raise ValueError("sigma2 is required for kernel='gaussian' (see gaussian_sigma2_heuristic)")
     if kernel != "gaussian" and sigma2 is not None:
