@@ -199,7 +199,7 @@ MUTANTS = [
     ("rkd/torch: angle without normalising the edges", "kdref/torch/rkd.py",
      "return cos.sub_(d2).mul_(0.5 * u[:, :, None]).mul_(u[:, None, :])", "return cos.sub_(d2).mul_(0.5)"),
     ("rkd/torch: backward without the d²_ik slot", "kdref/torch/rkd.py",
-     'grad_d2 = grad_d2 - 0.5 * torch.einsum("jik,ji,jk->ik", g, u, u)', "pass"),
+     'across = torch.einsum("jik,ji,jk->ik", g, u, u)', "across = torch.zeros_like(d2_s)"),
     ("rkd/torch: zero-length edges not masked", "kdref/torch/rkd.py",
      "return torch.where(positive, torch.where(positive, d2, 1.0).rsqrt(), 0.0)",
      "return d2.clamp_min(1e-24).rsqrt()"),

@@ -17,7 +17,7 @@ _KNOBS = tuple(ref.CONVENTIONS.defaults)
 
 
 def _knobs(x, convention) -> dict:
-    return dict(ref.CONVENTIONS.resolve(convention, **{k: v for k, v in x.items() if k in _KNOBS}))
+    return ref.resolve_knobs(convention, **{k: v for k, v in x.items() if k in _KNOBS})
 
 
 def _scale(inputs, convention) -> float:

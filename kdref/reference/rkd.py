@@ -41,7 +41,9 @@ __all__ = [
     "CONVENTIONS",
     "angle_potential",
     "distance_potential",
+    "fewest_samples",
     "huber",
+    "resolve_knobs",
     "rkd_angle_loss",
     "rkd_distance_loss",
     "rkd_loss",
@@ -127,11 +129,27 @@ def _reduce(terms: np.ndarray, mask: np.ndarray, reduction: str) -> float:
     return total if reduction == "sum" else total / np.count_nonzero(mask)
 
 
-def _inputs(student, teacher, minimum: int, why: str) -> tuple[np.ndarray, np.ndarray]:
+def resolve_knobs(convention: str | None, **overrides) -> dict:
+    """The knobs of ``convention`` with the explicit ``overrides``, ``clamp_sq`` checked (both sides)."""
+    knobs = dict(CONVENTIONS.resolve(convention, **overrides))
+    knobs["clamp_sq"] = check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)
+    return knobs
+
+
+def fewest_samples(term: str, knobs) -> tuple[int, str]:
+    """The smallest batch a term is defined for, and why: a pair for the distance term's μ; for the
+    angle term three samples only when averaging over distinct triplets (a sum over none is 0)."""
+    if term == "distance":
+        return 2, "for a distance (μ is a mean over pairs)"
+    averaged = knobs["reduction"] == "mean" and knobs["tuples"] == "distinct"
+    return (3 if averaged else 1), "for a mean over distinct triplets"
+
+
+def _inputs(student, teacher, term: str, knobs) -> tuple[np.ndarray, np.ndarray]:
     s = as_embeddings("student", student)
     t = as_embeddings("teacher", teacher)
     check_same_batch("teacher", t, "student", s)
-    check_min_batch("student", len(s), minimum, why)
+    check_min_batch("student", len(s), *fewest_samples(term, knobs))
     return s, t
 
 
@@ -153,11 +171,9 @@ def rkd_distance_loss(student, teacher, *, convention: str | None = None, tuples
         (0 or the official 1e-12), the pairs :math:`\mu` averages (``"offdiag"`` or ``"positive"``)
         and mdistiller's squared distances; they do not change the angle.
     """
-    knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
-                                squared=squared)
-    clamp = check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)
-    s, t = _inputs(student, teacher, 2, "for a distance (μ is a mean over pairs)")
-    potential = {"clamp_sq": clamp, "mu": knobs["mu"], "squared": knobs["squared"]}
+    knobs = resolve_knobs(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu, squared=squared)
+    s, t = _inputs(student, teacher, "distance", knobs)
+    potential = {k: knobs[k] for k in ("clamp_sq", "mu", "squared")}
     terms = huber(distance_potential(t, **potential), distance_potential(s, **potential))
     return _reduce(terms, _tuples_mask(len(s), 2, knobs["tuples"]), knobs["reduction"])
 
@@ -182,11 +198,8 @@ def rkd_angle_loss(student, teacher, *, convention: str | None = None, tuples: s
         (0 or the official 1e-12), the pairs :math:`\mu` averages (``"offdiag"`` or ``"positive"``)
         and mdistiller's squared distances; they do not change the angle.
     """
-    knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
-                                squared=squared)
-    check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)  # unused here, but never silently wrong
-    averaged_over_triplets = knobs["reduction"] == "mean" and knobs["tuples"] == "distinct"
-    s, t = _inputs(student, teacher, 3 if averaged_over_triplets else 1, "for a mean over distinct triplets")
+    knobs = resolve_knobs(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu, squared=squared)
+    s, t = _inputs(student, teacher, "angle", knobs)
     terms = huber(angle_potential(t), angle_potential(s))
     return _reduce(terms, _tuples_mask(len(s), 3, knobs["tuples"]), knobs["reduction"])
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from kdref._scalars import check_real
-from kdref.reference.rkd import CONVENTIONS
+from kdref.reference.rkd import CONVENTIONS, fewest_samples, resolve_knobs
 from kdref.torch._common import check_embeddings, check_min_batch, check_same_batch, pairwise_sq_distances
 
 __all__ = [
@@ -40,11 +40,11 @@ __all__ = [
 CHUNK_ELEMENTS = 2**18
 
 
-def _inputs(student, teacher, minimum: int, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(student, teacher, term: str, knobs) -> tuple[torch.Tensor, torch.Tensor]:
     s = check_embeddings("student", student)
     t = check_embeddings("teacher", teacher)
     check_same_batch("teacher", t, "student", s)
-    check_min_batch("student", s.shape[0], minimum, why)
+    check_min_batch("student", s.shape[0], *fewest_samples(term, knobs))
     return s, t.detach()
 
 
@@ -132,16 +132,24 @@ class _AngleTerm(torch.autograd.Function):
     def backward(ctx, grad_total):
         d2_s, d2_t = ctx.saved_tensors
         inv_s, inv_t = _inverse_or_zero(d2_s), _inverse_or_zero(d2_t)
+        n = d2_s.shape[0]
+        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=d2_s.device) if ctx.distinct else None
+        recorded = torch.is_grad_enabled()  # double backward: out of place, so that autograd can record it
         grad_d2 = torch.zeros_like(d2_s)
-        for anchors in _anchor_chunks(d2_s.shape[0], ctx.chunk_size):
+        for anchors in _anchor_chunks(n, ctx.chunk_size):
             a_s = _cosines(d2_s, inv_s, anchors)
             g = (a_s - _cosines(d2_t, inv_t, anchors)).clamp(-1.0, 1.0)  # ℓ₁'(r), the Huber slope
-            if ctx.distinct:
-                g = g * ~torch.eye(g.shape[-1], dtype=torch.bool, device=g.device)
+            if off_diagonal is not None:
+                g = g * off_diagonal
             u = inv_s[anchors]
             row = u * torch.einsum("jik,jk->ji", g, u) - u.square() * (g * a_s).sum(-1)
-            grad_d2 = grad_d2.index_add(0, torch.arange(anchors.start, anchors.stop, device=g.device), row)
-            grad_d2 = grad_d2 - 0.5 * torch.einsum("jik,ji,jk->ik", g, u, u)
+            across = torch.einsum("jik,ji,jk->ik", g, u, u)
+            if recorded:
+                grad_d2 = grad_d2.index_add(0, torch.arange(anchors.start, anchors.stop, device=g.device), row)
+                grad_d2 = grad_d2 - 0.5 * across
+            else:  # in place: no new [N, N] matrix per chunk
+                grad_d2[anchors] += row
+                grad_d2.sub_(across, alpha=0.5)
         return grad_total * grad_d2, None, None, None
 
 
@@ -159,11 +167,9 @@ def rkd_distance_loss(student, teacher, *, convention: str | None = None, tuples
                       reduction: str | None = None, clamp_sq: float | None = None, mu: str | None = None,
                       squared: bool | None = None) -> torch.Tensor:
     """Distance-wise RKD; see :func:`kdref.reference.rkd.rkd_distance_loss`."""
-    knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
-                                squared=squared)
-    clamp = check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)
-    s, t = _inputs(student, teacher, 2, "for a distance (μ is a mean over pairs)")
-    potential = {"clamp_sq": clamp, "mu": knobs["mu"], "squared": knobs["squared"]}
+    knobs = resolve_knobs(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu, squared=squared)
+    s, t = _inputs(student, teacher, "distance", knobs)
+    potential = {k: knobs[k] for k in ("clamp_sq", "mu", "squared")}
     # the diagonal is 0 in both networks: summing all N² terms is summing the N(N−1) distinct pairs
     total = F.huber_loss(distance_potential(s, **potential), distance_potential(t, **potential),
                          reduction="sum", delta=1.0)
@@ -178,11 +184,8 @@ def rkd_angle_loss(student, teacher, *, convention: str | None = None, tuples: s
     """Angle-wise RKD; see :func:`kdref.reference.rkd.rkd_angle_loss`. ``chunk_size`` anchors are
     processed at a time (default: as many as fit :data:`CHUNK_ELEMENTS`); it changes memory, not
     the value."""
-    knobs = CONVENTIONS.resolve(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu,
-                                squared=squared)
-    check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)  # unused here, but never silently wrong
-    averaged_over_triplets = knobs["reduction"] == "mean" and knobs["tuples"] == "distinct"
-    s, t = _inputs(student, teacher, 3 if averaged_over_triplets else 1, "for a mean over distinct triplets")
+    knobs = resolve_knobs(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu, squared=squared)
+    s, t = _inputs(student, teacher, "angle", knobs)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
