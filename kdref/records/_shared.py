@@ -81,7 +81,8 @@ def zero_when_student_is_teacher(loss, x) -> float:
     gradient are 0 when the student is the teacher."""
     at_match = {**x, "student": _copy(x["teacher"])}
     scale = error_scale(loss.method, at_match, loss.convention)
-    ratio = compare(loss(**at_match), 0 * loss(**at_match), _EXACT, scale, "loss at a match")
+    value = loss(**at_match)
+    ratio = compare(value, 0 * value, _EXACT, scale, "loss at a match")
     return max(ratio, compare(loss.grad("student", **at_match), _zero_gradient(at_match["student"]), _GRADIENT, scale,
                               "gradient at a match"))
 
