@@ -22,6 +22,7 @@ __all__ = [
     "check_sequence",
     "pairwise_sq_distances",
     "reduce_batch",
+    "sqrt_or_zero",
 ]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -79,6 +80,12 @@ def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
     # below the Gram form's rounding level (~ε·(G_ii + G_jj)) a distance is noise: coincident rows
     # (and the diagonal) get exactly 0, so losses can treat them as the spec's degenerate entries
     return torch.where(d2 > 4 * torch.finfo(d2.dtype).eps * scale, d2, torch.zeros_like(d2))
+
+
+def sqrt_or_zero(x: torch.Tensor) -> torch.Tensor:
+    """√x with the zero subgradient where x = 0 (plain ``sqrt`` gives inf · 0 = NaN there)."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
 
 
 def _all_finite(x: torch.Tensor) -> bool:

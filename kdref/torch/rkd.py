@@ -25,7 +25,13 @@ import torch.nn.functional as F
 
 from kdref._scalars import check_real
 from kdref.reference.rkd import CONVENTIONS, fewest_samples, resolve_knobs
-from kdref.torch._common import check_embeddings, check_min_batch, check_same_batch, pairwise_sq_distances
+from kdref.torch._common import (
+    check_embeddings,
+    check_min_batch,
+    check_same_batch,
+    pairwise_sq_distances,
+    sqrt_or_zero,
+)
 
 __all__ = [
     "CONVENTIONS",
@@ -48,12 +54,6 @@ def _inputs(student, teacher, term: str, knobs) -> tuple[torch.Tensor, torch.Ten
     return s, t.detach()
 
 
-def _sqrt_or_zero(d2: torch.Tensor) -> torch.Tensor:
-    """√d² with the zero subgradient where d² = 0 (plain ``sqrt`` would give an infinite one)."""
-    positive = d2 > 0
-    return torch.where(positive, torch.where(positive, d2, 1.0).sqrt(), 0.0)
-
-
 def _inverse_or_zero(d2: torch.Tensor) -> torch.Tensor:
     """1/d, and 0 for a zero-length edge (whose direction is undefined; its cosine is 0)."""
     positive = d2 > 0
@@ -68,7 +68,7 @@ def distance_potential(x: torch.Tensor, *, clamp_sq: float = 0.0, mu: str = "off
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=x.device)
     if clamp_sq > 0:
         d2 = torch.where(off_diagonal, d2.clamp_min(clamp_sq), 0.0)
-    d = d2 if squared else _sqrt_or_zero(d2)
+    d = d2 if squared else sqrt_or_zero(d2)
     counted = off_diagonal if mu == "offdiag" else d > 0
     mean = torch.where(counted, d, 0.0).sum() / counted.sum().clamp_min(1)
     # a collapsed batch (every distance 0) has every potential 0

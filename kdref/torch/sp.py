@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from kdref.reference.sp import CONVENTIONS, check_knob_values, check_layers
-from kdref.torch._common import accumulation_dtype, check_embeddings, check_same_batch, check_sequence
+from kdref.torch._common import accumulation_dtype, check_embeddings, check_same_batch, check_sequence, sqrt_or_zero
 
 __all__ = ["CONVENTIONS", "batch_gram", "row_normalize", "similarity_matrix", "sp_loss", "sp_pair_loss",
            "trace_form_pair_loss"]
@@ -58,17 +58,11 @@ def _row_norms_sq(q: torch.Tensor) -> torch.Tensor:
     return ((q @ (q.T @ q)) * q).sum(dim=1).clamp_min(0.0)
 
 
-def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """√x with a zero gradient (not inf · 0 = NaN) where x = 0."""
-    positive = x > 0
-    return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
-
-
 def trace_form_pair_loss(q_s: torch.Tensor, q_t: torch.Tensor, eps: float = 1e-12,
                          reduction: str = "batchmean") -> torch.Tensor:
     r"""As :func:`kdref.reference.sp.trace_form_pair_loss`: the pair's term from :math:`d\times d`
     Gram matrices only. The terms of an all-zero row are 0 with zero gradient (``"mask_grad"``)."""
-    r_t, r_s = _safe_sqrt(_row_norms_sq(q_t)), _safe_sqrt(_row_norms_sq(q_s))
+    r_t, r_s = sqrt_or_zero(_row_norms_sq(q_t)), sqrt_or_zero(_row_norms_sq(q_s))
     m_t, m_s = r_t.clamp_min(eps), r_s.clamp_min(eps)
     cross = ((q_t @ (q_t.T @ q_s)) * q_s).sum(dim=1)
     both = (r_t > 0) & (r_s > 0)
