@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from kdref.bench import Benchmark
-from kdref.reference.at import CONVENTIONS
+from kdref.reference.at import AT_LOSS, beta_factor
 from kdref.torch.at import _pair_distance, at_loss, at_loss_multi
 
 
@@ -60,9 +60,10 @@ def naive_paper(x):
 
 def unchecked(convention: str, beta: float = 1.0):
     """kdref's math on the pairs, summed, without validation (for the time split only)."""
-    knobs = CONVENTIONS.resolve(convention)
-    factor = beta / 2 if knobs["halve_beta"] else beta
-    return lambda x: factor * sum(_pair_distance(s, t.detach(), 2.0, knobs).mean()
+    knobs = AT_LOSS.resolve(convention)
+    factor = beta_factor(beta, knobs["halve_beta"])
+    pair = {k: knobs[k] for k in ("p", "channel_reduce", "use_abs", "eps", "eps_mode", "distance", "p_norm", "spatial")}
+    return lambda x: factor * sum(_pair_distance(s, t, **pair).mean()
                                   for s, t in zip(x["fms_s"], x["fms_t"], strict=True))
 
 

@@ -21,10 +21,7 @@ def methods() -> list[str]:
 
 
 def get(name: str):
-    """The registry record (:class:`kdref.registry.Method`) of one method."""
-    from kdref.records import METHODS
+    """The registry record (:class:`kdref.registry.Method`) of one method (importing it alone)."""
+    from kdref.records import method
 
-    try:
-        return METHODS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; implemented: {', '.join(METHODS)}") from None
+    return method(name)

@@ -8,10 +8,11 @@ exits non-zero if anything fails.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
-from kdref.proof import CHECKS, Result, run_checks
+from kdref.proof import CHECK_NAMES, Result, check, plan, select
 
 
 def _methods(names: list[str]):
@@ -39,14 +40,90 @@ def _format_number(x: float | None) -> str:
 
 
 def _table(results: list[Result]) -> str:
-    header = ("case", "check", "result", "examples", "worst |Δ|", "|Δ|/tol")
+    header = ("case", "check", "result", "examples", "worst |Δ|", "|Δ|/tol", "seconds")
     rows = [(r.case, r.check, "ok" if r.ok else "FAIL", str(r.examples), _format_number(r.worst),
-             _format_number(r.ratio)) for r in results]
+             _format_number(r.ratio), f"{r.seconds:.1f}") for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [line.format(*header), line.format(*("-" * w for w in widths))]
     out += [line.format(*row) for row in rows]
     return "\n".join(out)
+
+
+def _step_key(check, target) -> tuple:
+    """A picklable name of one step of the plan, for a worker process."""
+    if isinstance(target, tuple):
+        return (check.name, target[0].name, target[1].name, None)
+    return (check.name, target.method.name, target.loss.name, target.convention)
+
+
+def _run_step(key: tuple, device: str, thorough: bool) -> Result:
+    """Run one step of the plan by name (in a worker process, or here)."""
+    import torch
+
+    from kdref import get
+    from kdref.registry import Case
+
+    torch.set_num_threads(1)  # the proof's inputs are tiny: intra-op threads only add overhead
+    name, method_name, loss_name, convention = key
+    method = get(method_name)
+    loss = method.loss(loss_name)
+    target = (method, loss) if convention is None else Case(method, loss, convention)
+    return check(name)(target, device=device, thorough=thorough)
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                    TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+
+
+def _verify(steps: list, device: str, thorough: bool, jobs: int) -> list[Result]:
+    """Run every step, ``jobs`` processes at a time, with a live display of what runs and an
+    estimate of the time left (each check's typical cost, from the table, weighs its step)."""
+    results: list[Result | None] = [None] * len(steps)
+    keys = [_step_key(c, t) for c, t in steps]
+    weights = [c.cost * (c.thorough / c.examples if thorough and c.examples else 1) for c, _ in steps]
+    with _progress() as progress:
+        task = progress.add_task("", total=sum(weights))
+
+        def show(pending: list[int]) -> None:
+            running = ", ".join(f"{keys[i][1]}:{keys[i][2]}/{keys[i][3] or '*'} {keys[i][0]}" for i in pending[:jobs])
+            progress.update(task, description=running[:100])
+
+        if jobs == 1:
+            for i in range(len(steps)):
+                show([i])
+                results[i] = _run_step(keys[i], device, thorough)
+                progress.advance(task, weights[i])
+        else:
+            import multiprocessing
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+            context = multiprocessing.get_context("spawn")  # torch's thread pools do not survive fork
+            with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+                futures = {pool.submit(_run_step, key, device, thorough): i for i, key in enumerate(keys)}
+                pending = sorted(futures.values())
+                show(pending)
+                while pending:
+                    done, _ = wait([f for f, i in futures.items() if results[i] is None], return_when=FIRST_COMPLETED)
+                    for future in done:
+                        i = futures[future]
+                        results[i] = future.result()
+                        pending.remove(i)
+                        progress.advance(task, weights[i])
+                    show(pending)
+        progress.update(task, description="done")
+    return results  # type: ignore[return-value]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -60,28 +137,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 2
     try:
         methods = _methods(args.methods)
+        checks = select(args.checks.split(",") if args.checks else None)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    torch.set_num_threads(1)  # the proof's inputs are tiny: intra-op threads only add overhead
-    checks = args.checks.split(",") if args.checks else CHECKS
-    unknown = set(checks) - set(CHECKS)
-    if unknown:
-        print(f"unknown check(s) {sorted(unknown)}; valid: {', '.join(CHECKS)}", file=sys.stderr)
-        return 2
-
-    results: list[Result] = []
+    # the costliest steps first, so that parallel workers finish together; the table keeps the plan's order
+    steps = plan(methods, checks)
+    order = sorted(range(len(steps)), key=lambda i: -steps[i][0].cost)
+    jobs = args.jobs or (1 if args.device == "cuda" else len(os.sched_getaffinity(0)))
+    budget = "thorough" if args.thorough else "default"
+    print(f"verifying {', '.join(m.name for m in methods)} on {args.device}: {len(steps)} checks, {budget} "
+          f"example budget, {jobs} process(es)", file=sys.stderr)
     start = time.perf_counter()
-    for method in methods:
-        print(f"verifying {method.name} on {args.device} ({len(method.cases())} cases)", file=sys.stderr)
-
-        def progress(result: Result) -> None:
-            mark = "." if result.ok else "F"
-            print(mark, end="", file=sys.stderr, flush=True)
-
-        results += run_checks(method, device=args.device, max_examples=args.max_examples, checks=checks,
-                              progress=progress)
-        print(file=sys.stderr)
+    ran = _verify([steps[i] for i in order], args.device, args.thorough, jobs)
+    results: list[Result] = [None] * len(steps)  # type: ignore[list-item]
+    for i, result in zip(order, ran, strict=True):
+        results[i] = result
     print(_table(results))
     failed = [r for r in results if not r.ok]
     for r in failed:
@@ -125,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("methods", nargs="*", metavar="METHOD", help="methods to verify (default: all)")
     verify.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the torch side runs; the reference always runs in float64 NumPy")
-    verify.add_argument("--max-examples", type=int, default=30,
-                        help="Hypothesis examples per randomized check (default 30)")
-    verify.add_argument("--checks", default=None, help=f"comma-separated subset of: {', '.join(CHECKS)}")
+    verify.add_argument("--thorough", action="store_true",
+                        help="the deep example budget of every check (several times longer)")
+    verify.add_argument("--checks", default=None, help=f"comma-separated subset of: golden, {', '.join(CHECK_NAMES)}")
+    verify.add_argument("--jobs", type=int, default=0,
+                        help="worker processes (default: one per CPU core on cpu, 1 on cuda)")
     bench = sub.add_parser("bench", help="time and peak memory of kdref.torch vs the popular formulation")
     bench.add_argument("method", help="a method with a benchmarks/<method>.py")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

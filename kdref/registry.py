@@ -24,29 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from kdref.conventions import Conventions
+from kdref.declaration import Arg, Declaration
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
-
-
-@dataclass(frozen=True)
-class Arg:
-    """One argument of a loss and its role, from which bad inputs are generated.
-
-    ``kind`` is one of ``"logits"`` (a float ``[N, C]`` array), ``"features"`` (a float
-    ``[N, C, H, W]`` array), ``"embeddings"`` (a float ``[N, ...]`` array of rank ≥ 2, one flattened
-    row per sample, as relational losses take), ``"logits_list"`` / ``"features_list"`` /
-    ``"embeddings_list"`` (a list of them),
-    ``"labels"`` (integer ``[N]``), ``"temperature"`` (a real number > 0), ``"weight"``
-    (a real number ≥ 0), ``"fraction"`` (a real number in [0, 1]) or ``"real"`` (any finite
-    real number). ``like`` names the argument whose batch size, dtype and device this one must
-    share, and ``match`` what else: the whole ``"shape"``, the spatial size (``"batch_spatial"``,
-    when no spatial rule is chosen) or nothing more (``"batch"``, e.g. channel counts may differ).
-    """
-
-    name: str
-    kind: str
-    like: str | None = None
-    match: str = "shape"
+#: the families of methods, in the order of the docs and of ``kdref list``
+FAMILIES = ("logits", "features", "relations")
 
 
 @dataclass(frozen=True)
@@ -69,25 +51,70 @@ STANDARD_TOLERANCES = {
 }
 
 
+#: rounding-level agreement of two evaluations of one float64 loss (per unit of the error scale),
+#: for properties that relate two values the math says are equal
+EXACT = Tolerance(1e-9, 1e-13)
+#: a gradient from the reference side is a central finite difference: its error is ~ε·scale/h
+FD_GRADIENT = Tolerance(1e-6, 1e-8)
+
+
+def by_gradient(strategy: Callable[..., Any]) -> Callable[[str, bool], Any]:
+    """A loss's ``inputs`` from a strategy that depends only on ``gradient`` (most do)."""
+    return lambda convention, gradient: strategy(gradient=gradient)
+
+
 @dataclass(frozen=True)
 class Loss:
-    """One loss function of a method, implemented on both sides."""
+    """One loss function of a method, implemented on both sides.
 
-    name: str
+    Its name, arguments, knobs and conventions come from the declaration the reference function
+    carries (:mod:`kdref.declaration`); its torch twin is the function of the same name in the
+    mirroring module of :mod:`kdref.torch`. A record states only what the declaration cannot:
+    how to draw valid inputs, which arguments are differentiable, and whether double backward is.
+    """
+
     reference: Callable[..., Any]
-    torch_path: str
-    conventions: Conventions
-    args: tuple[Arg, ...]
-    inputs: Callable[..., Any]  # (gradient: bool) -> Hypothesis strategy of kwargs dicts
+    inputs: Callable[[str, bool], Any]  # (convention, gradient) -> Hypothesis strategy of kwargs dicts
     differentiable: tuple[str, ...] = ("student",)
     supports_gradgrad: bool = True
-    #: the fewest samples the loss is defined for under a convention (a pair, a triplet); a batch
-    #: one smaller must raise ``ValueError`` naming the first argument
-    min_batch: Callable[[str], int] = lambda convention: 1
+    #: False where low precision is the caller's choice, not the loss's (a user's network under
+    #: autocast runs in bfloat16 whatever the loss does)
+    supports_autocast: bool = True
+    #: False where torch.compile cannot run the loss (double backward through autograd.grad:
+    #: "torch.compile with aot_autograd does not currently support double backward", torch 2.13)
+    supports_compile: bool = True
+    #: ``"module:function"`` of the torch twin, when it is not the mirror of the reference
+    torch_path: str | None = None
+    #: argument -> ``(parameters) -> nn.Module``: for a ``"network"`` argument, the module the torch
+    #: side is called with, built from the parameters the reference takes
+    torch_modules: Mapping[str, Callable[[Mapping[str, Any]], Any]] = field(default_factory=dict)
+
+    @property
+    def declaration(self) -> Declaration:
+        return self.reference.declaration
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def conventions(self) -> Conventions:
+        return self.declaration.conventions
+
+    @property
+    def args(self) -> tuple[Arg, ...]:
+        return self.declaration.args
+
+    def min_batch(self, convention: str) -> int:
+        """The fewest samples the loss is defined for under ``convention`` (a pair, a triplet)."""
+        if self.declaration.min_batch is None:
+            return 1
+        return self.declaration.min_batch(self.declaration.resolve(convention))[0]
 
     @property
     def torch(self) -> Callable[..., Any]:
-        module, function = self.torch_path.split(":")
+        path = self.torch_path or f"{self.reference.__module__.replace('kdref.reference', 'kdref.torch')}:{self.name}"
+        module, function = path.split(":")
         return getattr(importlib.import_module(module), function)
 
 
@@ -128,6 +155,17 @@ class Property:
         return any(fnmatch.fnmatchcase(case.label, pattern) for pattern in self.cases)
 
 
+def guarantee(name: str, *cases: str, inputs: Callable[..., Any] | None = None) -> Callable[..., Property]:
+    """Decorate a property's check: it becomes the :class:`Property` ``name``, described by its
+    docstring, on the cases matching ``cases`` (all by default)::
+
+        @guarantee("row-shift invariance", "soft_target_loss/*")
+        def shift_invariance(loss, x) -> float:
+            \"\"\"Adding a constant to each row of either input leaves the loss unchanged.\"\"\"
+    """
+    return lambda check: Property(name, check.__doc__ or "", check, cases or ("*",), inputs)
+
+
 @dataclass(frozen=True)
 class Method:
     """Everything kdref knows about one distillation method."""
@@ -139,8 +177,14 @@ class Method:
     losses: tuple[Loss, ...]
     properties: tuple[Property, ...] = ()
     tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(STANDARD_TOLERANCES))
-    #: ``(inputs) -> float`` or ``(inputs, convention) -> float``: the size of rounding errors
-    error_scale: Callable[..., float] | None = None
+    #: ``(inputs, convention) -> float``: the size of rounding errors (default ``1 + max |x|``)
+    error_scale: Callable[[Mapping[str, Any], str], float] | None = None
+    #: the worked examples, where they are not a file of ``kdref/golden/`` (a method made in a test)
+    examples: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.name}: unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
 
     @property
     def spec(self) -> str:
@@ -158,5 +202,7 @@ class Method:
 
     @cached_property
     def golden(self) -> Mapping[str, Any]:
-        """The worked examples of the spec, from ``kdref/golden/<name>.json``."""
+        """The worked examples of the spec, from ``kdref/golden/<name>.json`` (or ``examples``)."""
+        if self.examples is not None:
+            return self.examples
         return json.loads((GOLDEN_DIR / f"{self.name}.json").read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ FS = np.array([[[[1, 2], [0, -1]], [[0.5, 0], [1, 2]]],
                [[[0, 0], [3, 1]], [[2, -1], [0, 0.5]]]])
 FT = np.array([[[[2, 1], [0, 0]], [[1, 1], [1, 1]], [[0, -2], [1, 0.5]]],
                [[[1, 0], [2, 2]], [[0, 1], [0, 3]], [[-1, 0], [0.5, 1]]]])
-CONVENTIONS = ref.CONVENTIONS.names
+CONVENTIONS = ref.AT_LOSS.conventions.names
 
 
 def t(x, requires_grad=False):
@@ -60,7 +60,7 @@ def test_zero_student_has_exactly_zero_gradient(convention):
 
 #: p_norm belongs to the non-squared distance; the squared ones take only p_norm = 2
 _NORM_COMBOS = [(c, p) for c in CONVENTIONS for p in (1.0, 2.0, 3.0)
-                if ref.CONVENTIONS.resolve(c)["distance"] == "norm" or p == 2.0]
+                if ref.AT_LOSS.resolve(c)["distance"] == "norm" or p == 2.0]
 
 
 @pytest.mark.parametrize(("convention", "p_norm"), _NORM_COMBOS)
@@ -165,7 +165,7 @@ def test_bad_knobs(side, kwargs, words):
 def test_multi_layer_bad_input(side):
     mod, conv = (ref, np.asarray) if side == "reference" else (tat, t)
     s, te = conv(FS), conv(FT)
-    with pytest.raises(ValueError, match="fms_t must hold one teacher map per student map"):
+    with pytest.raises(ValueError, match=r"fms_t must hold as many arrays as fms_s \(2\), got 1"):
         mod.at_loss_multi([s, s], [te])
     with pytest.raises(ValueError, match="weights must hold one weight per layer pair"):
         mod.at_loss_multi([s, s], [te, te], [1.0])

@@ -193,7 +193,7 @@ _GOOD = {"v_g": V, "u_t": U, "weight": W, "bias": B, "kind": "conv1x1"}
     ({"bias": np.ones(2, dtype=np.float32)}, TypeError, "bias must have the dtype of v_g"),
     ({"bn_weight": np.ones(2)}, ValueError, "bn_weight and bn_bias"),
     ({"bn_weight": np.ones(2), "bn_bias": np.ones(3)}, ValueError, "bn_bias must have shape"),
-    ({"bn_weight": np.ones(2), "bn_bias": np.ones(2), "bn_eps": 0.0}, ValueError, "bn_eps must be > 0"),
+    ({"bn_weight": np.ones(2), "bn_bias": np.ones(2), "bn_eps": 0.0}, ValueError, "bn_eps must be finite and > 0"),
     ({"v_g": V[:1], "u_t": U[:1, :, :1, :1], "kind": "conv_valid", "weight": np.ones((2, 1, 3, 2)),
       "bn_weight": np.ones(2), "bn_bias": np.ones(2)}, ValueError, "more than one value per channel"),
     ({"activation": "maxout"}, ValueError, "pieces must be ≥ 2"),

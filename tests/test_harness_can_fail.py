@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from kdref import get, proof
+from kdref import proof
+from kdref.records.st import METHOD as ST
 from kdref.reference import st as ref_st
+from kdref.reference._common import NUMPY
 from kdref.registry import Case
 from kdref.torch import st as torch_st
 
-ST = get("st")
 SOFT = ST.loss("soft_target_loss")
 
 
@@ -41,12 +42,23 @@ def torch_with_wrong_gradient(student, teacher, T, **kw):
     return value + 0.1 * (student - student.detach()).sum()
 
 
-def reference_swapped(student, teacher, T, **kw):
-    return ref_st.soft_target_loss(teacher, student, T, **kw)
+def torch_ignoring_knobs(student, teacher, T, *, convention=None, **ignored):
+    """Accepts any knob and ignores it: the silent variant kdref exists to prevent."""
+    return torch_st.soft_target_loss(student, teacher, T, convention=convention)
 
 
-def reference_not_shift_invariant(student, teacher, T, **kw):
-    return ref_st.soft_target_loss(student, teacher, T, **kw) + 1e-3 * float(np.mean(student))
+# reference mutants are other implementations of the same declaration
+@ref_st.SOFT_TARGET_LOSS.implement(NUMPY)
+def reference_swapped(student, teacher, T, *, divergence, temperature_squared, reduction):
+    return ref_st.soft_target_loss(teacher, student, T, divergence=divergence,
+                                   temperature_squared=temperature_squared, reduction=reduction)
+
+
+@ref_st.SOFT_TARGET_LOSS.implement(NUMPY)
+def reference_not_shift_invariant(student, teacher, T, *, divergence, temperature_squared, reduction):
+    value = ref_st.soft_target_loss(student, teacher, T, divergence=divergence,
+                                    temperature_squared=temperature_squared, reduction=reduction)
+    return value + 1e-3 * float(np.mean(student))
 
 
 def mutant_case(convention="kl_t2", properties=ST.properties, **replacements) -> Case:
@@ -82,6 +94,20 @@ def test_finite_differences_catch_a_wrong_gradient():
 def test_bad_input_catches_missing_validation():
     result = proof.check_bad_input(mutant_case(torch_path=torch_path(torch_without_validation)))
     assert not result.ok and "torch, student with NaN: no error" in result.detail
+
+
+def test_bad_input_catches_an_ignored_knob():
+    result = proof.check_bad_input(mutant_case(torch_path=torch_path(torch_ignoring_knobs)))
+    assert not result.ok
+    assert "torch, unknown knob: no error" in result.detail
+    assert "torch, reduction = 'no-such-choice': no error" in result.detail
+
+
+def test_a_body_must_take_every_declared_knob():
+    with pytest.raises(TypeError, match="must take"):
+        @ref_st.SOFT_TARGET_LOSS.implement(NUMPY)
+        def soft_target_loss(student, teacher, T, *, divergence, reduction):  # temperature_squared dropped
+            return 0.0
 
 
 def test_properties_catch_a_broken_invariance():

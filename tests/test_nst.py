@@ -188,17 +188,21 @@ def test_float32_inputs_under_autocast_keep_float32_products():
 
 @pytest.mark.parametrize("side", ["reference", "torch"])
 def test_knob_checks(side):
-    """d is an integer ≥ 1, eps > 0, sigma2 only (and always) with the Gaussian kernel and of shape [N]."""
+    """d is an integer ≥ 1, eps > 0, sigma2 only (and always) with the Gaussian kernel and of shape [N],
+    c and d only with the polynomial kernel."""
     loss = ref.nst_loss if side == "reference" else tnst.nst_loss
     s, tt = (FS, FT) if side == "reference" else (t(FS), t(FT))
     per_example = np.ones(3) if side == "reference" else torch.ones(3, dtype=torch.float64)
     cases = [
-        ({"d": 0}, ValueError, "d must be >= 1"),
+        ({"d": 0}, ValueError, r"d must be a finite number in \[1, inf\]"),
         ({"d": 2.5}, TypeError, "d must be an integer"),
-        ({"d": True}, TypeError, "d must be an integer"),
+        ({"d": 2.0}, TypeError, "d must be an integer"),
+        ({"d": True}, TypeError, "d must be a real number"),
         ({"eps": 0.0}, ValueError, "eps must be > 0"),
         ({"kernel": "gaussian"}, ValueError, "sigma2 is required"),
         ({"sigma2": 1.0}, ValueError, "does not use it"),
+        ({"kernel": "linear", "c": 1.0}, ValueError, "c and d are the polynomial kernel's"),
+        ({"kernel": "gaussian", "sigma2": 1.0, "d": 3}, ValueError, "c and d are the polynomial kernel's"),
         ({"kernel": "gaussian", "sigma2": per_example}, ValueError, r"sigma2 must be a number or have shape \(2,\)"),
         ({"kernel": "cosine"}, ValueError, "kernel must be one of"),
         ({"zero_channel": "ignore"}, ValueError, "zero_channel must be one of"),

@@ -99,6 +99,7 @@ def test_small_batches(side):
         dist(cast(S_A[:1]), cast(T_A[:1]))
     for convention in ("paper", "official"):
         assert float(angle(cast(S_A[:1]), cast(T_A[:1]), convention=convention)) == 0.0
+        # exact: small-integer rows make d²_01 = d²_10 in any summation order, so d / μ = d / d = 1
         assert float(dist(cast(S_A[:2]), cast(T_A[:2]), convention=convention)) == 0.0
         # official: the i = k entries are cos = 1 in both networks, up to rounding
         assert abs(float(angle(cast(S_A[:2]), cast(T_A[:2]), convention=convention))) <= 1e-15
@@ -110,15 +111,17 @@ def test_small_batches(side):
 
 
 @pytest.mark.parametrize("tuples", ["distinct", "all"])
-def test_chunks_change_memory_not_values(tuples):
-    """The angle term chunked over 1, 2, 5 or all anchors gives the same value and gradient."""
+def test_chunks_change_memory_not_values(tuples, monkeypatch):
+    """The angle term chunked over 1, 2, 5 or all anchors (``CHUNK_ELEMENTS`` = chunk · N²) gives the
+    same value and gradient."""
     rng = np.random.default_rng(0)
     student, teacher = rng.standard_normal((11, 4)), rng.standard_normal((11, 7))
     student[3] = student[8]  # a zero-length edge too
     results = []
     for chunk in (1, 2, 5, None):
+        monkeypatch.setattr(trkd, "CHUNK_ELEMENTS", trkd.CHUNK_ELEMENTS if chunk is None else chunk * 11 * 11)
         s = t(student, requires_grad=True)
-        value = trkd.rkd_angle_loss(s, t(teacher), tuples=tuples, chunk_size=chunk)
+        value = trkd.rkd_angle_loss(s, t(teacher), tuples=tuples)
         value.backward()
         results.append((value.item(), s.grad.numpy()))
     for value, grad in results[1:]:
@@ -157,8 +160,9 @@ def test_autocast_keeps_the_gram_in_float32():
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"chunk_size": 0}, r"^chunk_size must be a positive int"),
-    ({"chunk_size": 2.5}, r"^chunk_size must be a positive int"),
+    # chunk_size is no knob (it changes memory, not the value; CHUNK_ELEMENTS sets it): refused, not ignored
+    ({"chunk_size": 0}, r"unknown knob.*chunk_size"),
+    ({"chunk_size": 2.5}, r"unknown knob.*chunk_size"),
     ({"clamp_sq": -1.0}, r"^clamp_sq must be"),
     ({"w_dist": -1.0}, r"^w_dist must be"),
     ({"tuples": "pairs"}, r"tuples must be one of"),
@@ -166,6 +170,16 @@ def test_autocast_keeps_the_gram_in_float32():
 def test_bad_knobs(bad, message):
     with pytest.raises((ValueError, TypeError), match=message):
         trkd.rkd_loss(t(S_A), t(T_A), **bad)
-    if "chunk_size" not in bad:
-        with pytest.raises((ValueError, TypeError), match=message):
-            ref.rkd_loss(S_A, T_A, **bad)
+    with pytest.raises((ValueError, TypeError), match=message):
+        ref.rkd_loss(S_A, T_A, **bad)
+
+
+@pytest.mark.parametrize("knob, value", [("clamp_sq", 1e-12), ("mu", "positive"), ("squared", True)])
+def test_angle_term_has_no_distance_knobs(knob, value):
+    """The angle potential is a cosine: the distance potential's knobs would not change it, so the
+    angle term refuses them instead of ignoring them (rkd_loss takes them, for its distance term)."""
+    for angle, args in ((ref.rkd_angle_loss, (S_A, T_A)), (trkd.rkd_angle_loss, (t(S_A), t(T_A)))):
+        with pytest.raises(ValueError, match=rf"unknown knob.*{knob}"):
+            angle(*args, **{knob: value})
+    assert np.isfinite(ref.rkd_loss(S_A, T_A, **{knob: value}))
+    assert torch.isfinite(trkd.rkd_loss(t(S_A), t(T_A), **{knob: value}))

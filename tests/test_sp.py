@@ -98,7 +98,8 @@ def test_finite_differences_at_a_zero_row_are_not_a_gradient():
 
 @pytest.mark.parametrize("side", ["reference", "torch"])
 def test_batch_of_one_is_zero_with_zero_gradient(side):
-    """sp.md §5: b = 1 gives G = [1] for both networks, so the loss is 0 (gradient 0)."""
+    """sp.md §5: b = 1 gives G = [1] for both networks, so the loss is 0 (gradient 0) — exactly, on
+    every kernel: see :func:`test_one_element_rows_normalise_to_exactly_one`."""
     rng = np.random.default_rng(0)
     student, teacher = rng.normal(size=(1, 3)), rng.normal(size=(1, 5))
     if side == "reference":
@@ -108,6 +109,28 @@ def test_batch_of_one_is_zero_with_zero_gradient(side):
     (grad,) = torch_grad([student], [teacher])
     assert tsp.sp_loss([t(student)], [t(teacher)]).item() == 0.0
     assert np.all(grad == 0.0)
+
+
+@pytest.mark.parametrize("side", ["reference", "torch"])
+@pytest.mark.parametrize("p", [1, 2])
+def test_one_element_rows_normalise_to_exactly_one(side, p):
+    """Why b = 1 is exact whatever the kernels: the 1×1 Gram ‖q‖² = x comes out of the matmul
+    rounded either way (its summation order, FMA or not, depends on the CPU's vector width and the
+    BLAS), but its row [x] has norm |x| exactly — |x| for p = 1, and √fl(x²) = |x| in binary
+    floating point for p = 2 (x² neither overflows nor underflows here) — and x / |x| = 1 is exact.
+    x = 0.4434009546022054 is the b = 1 test's student ‖q‖² one ulp up, as an FMA chain rounds it:
+    multiplying by fl(1/x) instead of dividing gave 1 − 2⁻⁵³ there, the reported loss (2⁻⁵³)² ≈ 1.2326e-32."""
+    rng = np.random.default_rng(8)
+    dtypes = [np.float64] if side == "reference" else [torch.float64, torch.float32]
+    for dtype in dtypes:
+        top = 150 if dtype in (np.float64, torch.float64) else 18  # x² < the largest finite float
+        x = np.concatenate([[0.4434009546022054], 10.0 ** rng.uniform(-11, top, 5000)])[:, None]  # x ≥ ε
+        if side == "reference":
+            assert np.all(ref.row_normalize(x, p) == 1.0)
+            continue
+        for zero_rows in ("mask_grad", "keep"):
+            g = tsp.row_normalize(t(x, dtype=dtype), p, zero_rows=zero_rows)
+            assert torch.equal(g, torch.ones_like(g)), (dtype, zero_rows)
 
 
 def test_batch_of_two_is_informative():
@@ -207,8 +230,8 @@ def test_knob_checks(side):
         ({"reduction": "mean"}, ValueError, "reduction must be one of"),
         ({"layer_reduction": "max"}, ValueError, "layer_reduction must be one of"),
         ({"zero_rows": "drop"}, ValueError, "zero_rows must be one of"),
-        ({"gamma": 3000.0}, TypeError, "gamma"),
-        ({"trace_form": 1}, TypeError, "^trace_form must be a bool"),
+        ({"gamma": 3000.0}, ValueError, "unknown knob.*gamma"),
+        ({"trace_form": 1}, ValueError, "^trace_form must be one of False, True"),
         ({"trace_form": True, "p": 1}, ValueError, "^trace_form=True needs p=2"),
         ({"trace_form": True, "convention": "torchdistill"}, ValueError, "^trace_form=True needs p=2"),
         ({"trace_form": True, "zero_rows": "keep"}, ValueError, "^trace_form=True supports"),
@@ -222,21 +245,26 @@ def test_knob_checks(side):
 
 @pytest.mark.parametrize("side", ["reference", "torch"])
 def test_layer_list_checks(side):
-    """One teacher map per student map; every map with the batch size and dtype of student[0]
-    (widths free); each message opens with the offending argument."""
+    """One teacher map per student map; every student map with the batch size and dtype of
+    student[0], every teacher map with those of its student map (widths free); each message opens
+    with the offending argument."""
     loss = ref.sp_loss if side == "reference" else tsp.sp_loss
     conv = (lambda x: x) if side == "reference" else t
     a4, b4, a5 = conv(np.ones((4, 3))), conv(np.ones((4, 2, 2))), conv(np.ones((5, 3)))
     a4_32 = np.ones((4, 3), np.float32) if side == "reference" else torch.ones(4, 3)
     cases = [
-        ([a4, b4], [a4], ValueError, r"^teacher must hold one map per student map \(2\), got 1"),
-        ([a4, a5], [a4, a4], ValueError, r"^student\[1\] must have the batch size of student\[0\]"),
-        ([a4, b4], [a4, a5], ValueError, r"^teacher\[1\] must have the batch size of student\[0\]"),
+        ([a4, b4], [a4], ValueError, r"^teacher must hold as many arrays as student \(2\), got 1"),
+        ([a4, a5], [a4, a5], ValueError, r"^student\[1\] must have the batch size of student\[0\]"),
+        ([a4, a5], [a4, a4], ValueError, r"^teacher\[1\] must have the batch size of student\[1\]"),
+        ([a4, b4], [a4, a5], ValueError, r"^teacher\[1\] must have the batch size of student\[1\]"),
+        ([a4, a4_32], [a4, a4_32], TypeError, r"^student\[1\] must have the dtype of student\[0\]"),
         ([a4], [a4_32], TypeError, r"^teacher\[0\] must have the dtype of student\[0\]"),
         ((a4,), a4, TypeError, r"^teacher must be a list or tuple"),
     ]
     if side == "torch":
         cases.append(([a4], [a4.to("meta")], ValueError, r"^teacher\[0\] must be on the device of student\[0\]"))
+        cases.append(([a4, a4.to("meta")], [a4, a4.to("meta")], ValueError,
+                      r"^student\[1\] must be on the device of student\[0\]"))
     for student, teacher, error, message in cases:
         with pytest.raises(error, match=message):
             loss(student, teacher)

@@ -1,9 +1,9 @@
-"""Run the proof harness on one registry record, registered or not, and print what fails.
+"""Run the proof harness on one method's record and print what fails.
 
-    .venv/bin/python tools/prove.py kdref.records.at [--max-examples 20] [--checks golden,agreement]
+    .venv/bin/python tools/prove.py at [--checks golden,bad_input] [--thorough] [--verbose]
 
-For a method under construction, before its record joins ``kdref.records.METHODS``; the
-registered methods are proven by ``kdref verify`` and the test suite.
+Imports ``kdref/records/<method>.py`` alone (not the whole registry), so a method under
+construction can be proven while another record does not import.
 """
 
 from __future__ import annotations
@@ -13,24 +13,28 @@ import importlib
 import sys
 import time
 
-from kdref.proof import CHECKS, run_checks
+from kdref.proof import CHECK_NAMES, run_checks
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("module", help="a module defining METHOD, e.g. kdref.records.at")
-    parser.add_argument("--max-examples", type=int, default=20)
-    parser.add_argument("--checks", default=",".join(CHECKS))
+    parser.add_argument("method", help="a method with a record kdref/records/<method>.py, e.g. at")
+    parser.add_argument("--checks", default=None, help=f"comma-separated subset of: golden, {', '.join(CHECK_NAMES)}")
+    parser.add_argument("--thorough", action="store_true", help="the deep example budget of every check")
     parser.add_argument("--verbose", action="store_true", help="print passing checks too")
     args = parser.parse_args()
-    method = importlib.import_module(args.module).METHOD
+    import torch
+
+    torch.set_num_threads(1)
+    method = importlib.import_module(f"kdref.records.{args.method}").METHOD
     start = time.perf_counter()
-    results = run_checks(method, max_examples=args.max_examples, checks=args.checks.split(","))
+    checks = args.checks.split(",") if args.checks else None
+    results = run_checks(method, checks=checks, thorough=args.thorough)
     failed = [r for r in results if not r.ok]
     for r in results:
         if not r.ok or args.verbose:
             print(f"{'ok  ' if r.ok else 'FAIL'} {r.case} {r.check} examples={r.examples} "
-                  f"worst={r.worst} ratio={r.ratio}\n{r.detail if not r.ok else ''}".rstrip())
+                  f"worst={r.worst} ratio={r.ratio} {r.seconds:.1f}s\n{r.detail if not r.ok else ''}".rstrip())
     print(f"{len(results) - len(failed)} of {len(results)} checks passed in {time.perf_counter() - start:.0f} s")
     return 1 if failed else 0
 

@@ -6,6 +6,11 @@
     NumPy reference (``kdref.reference``), and the value the spec prints for exactly that call,
     where the spec has one.
 
+``kdref-arguments <method>``
+    For each loss of the method, its arguments and its knobs, from the loss's declaration (the one
+    both sides validate with): kind and shape, what each means, the knobs' allowed values and
+    defaults.
+
 ``kdref-properties <method>``
     The properties the proof harness checks for the method, with the cases they apply to.
 
@@ -18,6 +23,7 @@ files. In MyST::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -156,7 +162,7 @@ class MethodDirective(SphinxDirective):
         # rebuild the page when the golden file or a reference module changes
         self.env.note_dependency(str(GOLDEN_DIR / f"{method.name}.json"))
         for loss in method.losses:
-            self.env.note_dependency(loss.reference.__code__.co_filename)
+            self.env.note_dependency(inspect.unwrap(loss.reference).__code__.co_filename)
         return method
 
 
@@ -180,6 +186,40 @@ class ConventionsDirective(MethodDirective):
         return out
 
 
+class ArgumentsDirective(MethodDirective):
+    def rst_text(self, text: str) -> list[nodes.Node]:
+        """Inline reStructuredText of a declaration's doc (``code``, :math:`x`), as nodes."""
+        parsed, messages = self.state.inline_text(text, self.lineno)
+        return [*parsed, *messages]
+
+    def run(self) -> list[nodes.Node]:
+        rst_text = self.rst_text
+        out: list[nodes.Node] = []
+        for loss in self.method().losses:
+            declaration = loss.declaration
+            section = nodes.container(classes=["kdref-loss"])
+            section += paragraph(nodes.strong(text=loss.name), " — arguments, then knobs (keywords; each "
+                                 "overrides the convention):")
+            rows = [[[code(arg.name)], rst_text(arg.describe()), rst_text(arg.doc or "")] for arg in declaration.args]
+            rows += [[[code(knob.name)], rst_text(f"{knob.describe()}; default ``{knob.default!r}``"),
+                      rst_text(knob.doc or "")] for knob in declaration.knobs]
+            section += table(["name", "kind and allowed values", "meaning"], rows, widths=[16, 40, 44])
+            out.append(section)
+        return out
+
+
+class ChecksDirective(SphinxDirective):
+    """The table of checks the proof runs, with their example budgets."""
+
+    def run(self) -> list[nodes.Node]:
+        def budget(n: int | None) -> str:
+            return "deterministic" if n is None else str(n)
+
+        rows = [[[code(c.name)], [c.description], [f"per {c.per}"], [budget(c.examples)], [budget(c.thorough)]]
+                for c in proof.CHECKS]
+        return [table(["check", "what it shows", "runs", "examples", "--thorough"], rows, widths=[16, 52, 10, 11, 11])]
+
+
 class PropertiesDirective(MethodDirective):
     def run(self) -> list[nodes.Node]:
         items = nodes.bullet_list()
@@ -194,4 +234,6 @@ class PropertiesDirective(MethodDirective):
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("kdref-conventions", ConventionsDirective)
     app.add_directive("kdref-properties", PropertiesDirective)
+    app.add_directive("kdref-arguments", ArgumentsDirective)
+    app.add_directive("kdref-checks", ChecksDirective)
     return {"version": kdref.__version__, "parallel_read_safe": True, "parallel_write_safe": True}

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdref.proof import compare, error_scale
-from kdref.registry import Property, Tolerance
-
-#: rounding-level agreement of two evaluations of one float64 loss (per unit of the error scale)
-_EXACT = Tolerance(1e-9, 1e-13)
-#: a reference gradient is a central finite difference: its error is ~ε·scale/h
-_GRADIENT = Tolerance(1e-6, 1e-8)
+from kdref.proof import compare
+from kdref.registry import EXACT, FD_GRADIENT, Property, Tolerance
 
 
 def _batch_size(inputs) -> int:
@@ -72,7 +67,7 @@ def permutation_invariant(loss, x) -> float:
     order = np.random.default_rng(n).permutation(n)
     if n > 1 and np.all(order == np.arange(n)):
         order = np.roll(order, 1)  # never the identity (at N = 2 a random draw often is)
-    return compare(loss(**permute_batch(x, order)), loss(**x), _EXACT, error_scale(loss.method, x, loss.convention),
+    return compare(loss(**permute_batch(x, order)), loss(**x), EXACT, loss.scale(x),
                    "loss of the permuted batch")
 
 
@@ -80,10 +75,10 @@ def zero_when_student_is_teacher(loss, x) -> float:
     """A student whose relations are the teacher's own has nothing to learn: the loss and its
     gradient are 0 when the student is the teacher."""
     at_match = {**x, "student": _copy(x["teacher"])}
-    scale = error_scale(loss.method, at_match, loss.convention)
+    scale = loss.scale(at_match)
     value = loss(**at_match)
-    ratio = compare(value, 0 * value, _EXACT, scale, "loss at a match")
-    return max(ratio, compare(loss.grad("student", **at_match), _zero_gradient(at_match["student"]), _GRADIENT, scale,
+    ratio = compare(value, 0 * value, EXACT, scale, "loss at a match")
+    return max(ratio, compare(loss.grad("student", **at_match), _zero_gradient(at_match["student"]), FD_GRADIENT, scale,
                               "gradient at a match"))
 
 

@@ -8,19 +8,18 @@ import numpy as np
 
 from kdref.proof import compare
 from kdref.reference import at as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.registry import FD_GRADIENT, Loss, Method, Property, Tolerance
 from kdref.strategies.at import at_inputs, at_multi_inputs
 
-_EXACT = Tolerance(1e-12, 1e-14)
-#: a gradient from the reference side is a finite difference: its error is about ε·scale/h
-_GRADIENT = Tolerance(1e-6, 1e-8)
+#: tighter than the registry's EXACT: AT's values are distances of unit vectors, O(β) whatever the inputs
+_TIGHT = Tolerance(1e-12, 1e-14)
 #: the conventions whose normaliser clamps: exactly scale invariant once ‖Q‖ > ε
-_CLAMPED = tuple(f"{loss}/{c}" for loss in ("at_loss", "at_loss_multi") for c in ref.CONVENTIONS.names
-                 if ref.CONVENTIONS.resolve(c)["eps_mode"] == "clamp")
+_CLAMPED = tuple(f"{d.name}/{c}" for d in (ref.AT_LOSS, ref.AT_LOSS_MULTI) for c in d.conventions.names
+                 if d.resolve(c)["eps_mode"] == "clamp")
 _OFFICIAL = ("at_loss/official", "at_loss/torchdistill_code", "at_loss/repdistiller", "at_loss/mdistiller")
 
 
-def _scale(inputs) -> float:
+def _scale(inputs, convention) -> float:
     """AT compares unit vectors: the loss is at most 4·β per pair whatever the activations' size."""
     layers = sum(inputs["weights"]) if inputs.get("weights") is not None else len(inputs.get("fms_s", [None]))
     return max(1.0, inputs.get("beta", 1.0)) * max(1.0, layers)
@@ -44,8 +43,9 @@ def _student(x) -> str:
 
 
 def _knobs(loss, x):
-    conventions = loss.loss.conventions
-    return conventions.resolve(loss.convention, **{k: v for k, v in x.items() if k in conventions.defaults})
+    """The knobs of the case with the drawn overrides."""
+    declaration = loss.loss.declaration
+    return declaration.resolve(loss.convention, **{k.name: x[k.name] for k in declaration.knobs if k.name in x})
 
 
 def _rng(x) -> np.random.Generator:
@@ -61,7 +61,7 @@ def scale_invariance(loss, x) -> float:
     log-uniformly in [1e-2, 1e2] with activations of size ≥ 0.5, so ‖Q‖ stays far above the ε clamp)."""
     c_s, c_t = 10.0 ** _rng(x).uniform(-2, 2, size=2)
     scaled = _with_pairs(x, [(c_s * s, c_t * t) for s, t in _pairs(x)])
-    return compare(loss(**scaled), loss(**x), Tolerance(1e-9, 1e-12), _scale(x), "loss of scaled activations")
+    return compare(loss(**scaled), loss(**x), Tolerance(1e-9, 1e-12), loss.scale(x), "loss of scaled activations")
 
 
 def euler_orthogonality(loss, x) -> float:
@@ -69,7 +69,7 @@ def euler_orthogonality(loss, x) -> float:
     key = _student(x)
     grad = loss.grad(key, **x).ravel()
     A = np.concatenate([s.ravel() for s, _ in _pairs(x)])
-    bound = 1e-6 * float(np.linalg.norm(grad) * np.linalg.norm(A)) + 1e-9 * _scale(x)
+    bound = 1e-6 * float(np.linalg.norm(grad) * np.linalg.norm(A)) + 1e-9 * loss.scale(x)
     return compare(float(grad @ A), 0.0, Tolerance(0.0, 1.0), bound, "⟨∇L, A_S⟩")
 
 
@@ -86,18 +86,19 @@ def zero_at_a_match(loss, x) -> float:
         c = 1.0 if knobs["eps_mode"] == "add" else 10.0 ** _rng(x).uniform(-1, 1)
         matched = _with_pairs(x, [(s, np.concatenate([c * s, np.zeros_like(s[:, :1])], axis=1))
                                   for s, _ in _pairs(x)])
-    ratio = compare(loss(**matched), np.zeros_like(loss(**matched)), Tolerance(0.0, 1e-12), _scale(x),
+    ratio = compare(loss(**matched), np.zeros_like(loss(**matched)), Tolerance(0.0, 1e-12), loss.scale(x),
                     "loss at a match")
     if knobs["distance"] != "norm" or loss.side == "torch":
         grad = loss.grad(_student(x), **matched)
-        ratio = max(ratio, compare(grad, np.zeros_like(grad), Tolerance(0.0, 1e-8), _scale(x), "gradient at a match"))
+        ratio = max(ratio, compare(grad, np.zeros_like(grad), Tolerance(0.0, 1e-8), loss.scale(x),
+                                   "gradient at a match"))
     return ratio
 
 
 def symmetric(loss, x) -> float:
     """The distance of normalised maps is symmetric: swapping student and teacher changes nothing."""
     swapped = _with_pairs(x, [(t, s) for s, t in _pairs(x)])
-    return compare(loss(**swapped), loss(**x), _EXACT, _scale(x), "loss with student and teacher swapped")
+    return compare(loss(**swapped), loss(**x), _TIGHT, loss.scale(x), "loss with student and teacher swapped")
 
 
 def channels_are_a_set(loss, x) -> float:
@@ -107,7 +108,8 @@ def channels_are_a_set(loss, x) -> float:
         return np.concatenate([a, np.zeros_like(a[:, :1])], axis=1)
 
     changed = _with_pairs(x, [(widened(s[:, ::-1]), widened(t)) for s, t in _pairs(x)])
-    return compare(loss(**changed), loss(**x), Tolerance(1e-9, 1e-12), _scale(x), "loss with permuted/extra channels")
+    return compare(loss(**changed), loss(**x), Tolerance(1e-9, 1e-12), loss.scale(x),
+                   "loss with permuted/extra channels")
 
 
 def batch_mean_of_examples(loss, x) -> float:
@@ -115,7 +117,7 @@ def batch_mean_of_examples(loss, x) -> float:
     the mean of the losses of its examples, so its size does not depend on N."""
     n = _pairs(x)[0][0].shape[0]
     singles = [loss(**_with_pairs(x, [(s[i:i + 1], t[i:i + 1]) for s, t in _pairs(x)])) for i in range(n)]
-    return compare(loss(**x), np.mean(singles), _EXACT, _scale(x), "batch loss vs mean of per-example losses")
+    return compare(loss(**x), np.mean(singles), _TIGHT, loss.scale(x), "batch loss vs mean of per-example losses")
 
 
 def multi_is_weighted_sum(loss, x) -> float:
@@ -126,7 +128,7 @@ def multi_is_weighted_sum(loss, x) -> float:
     total = sum(w * single(fm_s=s, fm_t=t, **common) for w, (s, t) in zip(weights, _pairs(x), strict=True))
     if _knobs(loss, x)["reduce_layers"] == "mean":
         total = total / len(weights)
-    return compare(loss(**x), total, _EXACT, _scale(x), "multi-layer loss vs weighted sum of pairs")
+    return compare(loss(**x), total, _TIGHT, loss.scale(x), "multi-layer loss vs weighted sum of pairs")
 
 
 def kdzoo_is_official_up_to_eps(loss, x) -> float:
@@ -144,7 +146,7 @@ def kdzoo_is_official_up_to_eps(loss, x) -> float:
         norms = [np.linalg.norm(Q.reshape(len(Q), -1), axis=1) for Q in (Q_s, Q_t)]
         bound += w * 4.0 / Q_s[0].size * float(np.max(knobs["eps"] / norms[0] + knobs["eps"] / norms[1]))
     bound *= x.get("beta", 1.0) / (len(weights) if extra else 1.0)
-    return compare(loss(**x), official(**x, **extra), Tolerance(0.0, 1.0), bound + 1e-12 * _scale(x),
+    return compare(loss(**x), official(**x, **extra), Tolerance(0.0, 1.0), bound + 1e-12 * loss.scale(x),
                    "kdzoo vs official")
 
 
@@ -152,7 +154,7 @@ def torchdistill_paper_is_paper_beta_2(loss, x) -> float:
     """torchdistill mode='paper' is eq. 2 with β = 2 (its per-pair weight w is the paper's β = 2w), for p = 2."""
     x = {**x, "p": 2.0}
     paper = loss.variant(convention="paper")
-    return compare(loss(**x), paper(**{**x, "beta": 2.0 * x.get("beta", 1.0)}), _EXACT, _scale(x),
+    return compare(loss(**x), paper(**{**x, "beta": 2.0 * x.get("beta", 1.0)}), _TIGHT, loss.scale(x),
                    "torchdistill_paper vs paper with 2β")
 
 
@@ -163,7 +165,8 @@ def official_is_squared_paper_over_m(loss, x) -> float:
     size = ref.common_size(x["fm_s"].shape[2:], x["fm_t"].shape[2:], knobs["spatial"])
     paper = loss.variant(convention="paper")(**{**x, "beta": 2.0, "reduction": "none"})
     official = loss(**{**x, "beta": 1.0, "reduction": "none"})
-    return compare(official * size[0] * size[1], paper**2, Tolerance(1e-9, 1e-12), _scale(x), "official·M vs paper²")
+    return compare(official * size[0] * size[1], paper**2, Tolerance(1e-9, 1e-12), loss.scale(x),
+                   "official·M vs paper²")
 
 
 def spatial_rules_are_consistent(loss, x) -> float:
@@ -174,12 +177,12 @@ def spatial_rules_are_consistent(loss, x) -> float:
     up = np.repeat(np.repeat(x["fm_s"], 2, axis=2), 2, axis=3)
     ratio = 0.0
     for rule in ("avgpool_features", "avgpool_map"):
-        ratio = max(ratio, compare(loss(**{**x, "fm_s": up, "spatial": rule}), loss(**x), _EXACT, _scale(x),
+        ratio = max(ratio, compare(loss(**{**x, "fm_s": up, "spatial": rule}), loss(**x), _TIGHT, loss.scale(x),
                                    f"{rule} of the student upsampled ×2"))
     point = x["fm_s"].mean(axis=(2, 3), keepdims=True)
     constant = np.broadcast_to(point, x["fm_s"].shape).copy()
     return max(ratio, compare(loss(**{**x, "fm_s": point, "spatial": "interp_map"}), loss(**{**x, "fm_s": constant}),
-                              _EXACT, _scale(x), "interp_map of a 1×1 student"))
+                              _TIGHT, loss.scale(x), "interp_map of a 1×1 student"))
 
 
 def gradient_formula(loss, x) -> float:
@@ -210,7 +213,7 @@ def gradient_formula(loss, x) -> float:
     if knobs["channel_reduce"] == "mean":
         dQ_dA = dQ_dA / c
     expected = g_q.reshape(n, 1, *A.shape[2:]) * dQ_dA
-    bound = _GRADIENT.rtol * float(np.max(np.abs(expected))) + _GRADIENT.atol * _scale(x)
+    bound = FD_GRADIENT.rtol * float(np.max(np.abs(expected))) + FD_GRADIENT.atol * loss.scale(x)
     return compare(loss.grad("fm_s", **x), expected, Tolerance(0.0, 1.0), bound, "gradient vs closed form")
 
 
@@ -221,9 +224,6 @@ def _single(convention: str, gradient: bool):
 def _multi(convention: str, gradient: bool):
     return at_multi_inputs(convention, gradient=gradient)
 
-
-_HYPER = (Arg("p", "real"), Arg("beta", "weight"))
-
 METHOD = Method(
     name="at",
     title="AT — attention transfer (activation-based)",
@@ -231,12 +231,8 @@ METHOD = Method(
              "Neural Networks via Attention Transfer. ICLR 2017. arXiv:1612.03928.",
     family="features",
     losses=(
-        Loss("at_loss", ref.at_loss, "kdref.torch.at:at_loss", ref.CONVENTIONS,
-             (Arg("fm_s", "features"), Arg("fm_t", "features", like="fm_s", match="batch_spatial"), *_HYPER),
-             _single, differentiable=("fm_s",)),
-        Loss("at_loss_multi", ref.at_loss_multi, "kdref.torch.at:at_loss_multi", ref.MULTI_CONVENTIONS,
-             (Arg("fms_s", "features_list"), Arg("fms_t", "features_list"), *_HYPER),
-             _multi, differentiable=("fms_s",)),
+        Loss(ref.at_loss, _single, differentiable=("fm_s",)),
+        Loss(ref.at_loss_multi, _multi, differentiable=("fms_s",)),
     ),
     properties=(
         Property("scale invariance", scale_invariance.__doc__, scale_invariance, _CLAMPED),

@@ -10,11 +10,9 @@ import numpy as np
 from kdref.proof import compare, max_abs
 from kdref.records._shared import PERMUTATION_INVARIANT, ZERO_AT_MATCH
 from kdref.reference import cc as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Property, Tolerance
 from kdref.strategies.cc import cc_adjacent_inputs, cc_inputs
 
-_EXACT = Tolerance(1e-9, 1e-13)
-_GRADIENT = Tolerance(1e-6, 1e-8)
 #: the cc_loss cases whose norm is squared (smooth at a match) and the one whose norm is not
 _SQUARED = ("cc_loss/paper", "cc_loss/kdzoo")
 _UNSQUARED = ("cc_loss/torchdistill",)
@@ -38,8 +36,13 @@ def _correlation_scale(knobs, x) -> float:
     return 1.0 + sum((1 + p) * a * G**p for p, a in enumerate(ref.taylor_coefficients(knobs["gamma"], knobs["P"])))
 
 
-def _cc_scale(x, convention: str | None) -> float:
-    knobs = ref.CONVENTIONS.resolve(convention, **{k: x[k] for k in ref.CONVENTIONS.defaults if k in x})
+def _cc_knobs(x, convention: str):
+    """The knobs ``cc_loss`` uses on ``x`` under ``convention``."""
+    return ref.CC_LOSS.resolve(convention, **{k.name: x[k.name] for k in ref.CC_LOSS.knobs if k.name in x})
+
+
+def _cc_scale(x, convention: str) -> float:
+    knobs = _cc_knobs(x, convention)
     n = _batch(x)
     c = _correlation_scale(knobs, x)
     c = c**2 if knobs["norm"] == "fro_sq" else c
@@ -50,26 +53,19 @@ def _adjacent_scale(x) -> float:
     return (1.0 + max_abs(x)) ** 2 * (_batch(x) if x.get("reduction") == "sum" else 1.0)
 
 
-def error_scale(x, convention: str | None = None) -> float:
+def error_scale(x, convention: str) -> float:
     """The size of the rounding error of the loss on inputs ``x`` under ``convention``: for
     ``cc_loss`` the correlation scale ``c`` (``c²`` for the squared norm), times n² for
-    ``reduction="sum"``; for the adjacent-residual loss the size of a residual product,
-    ``(1 + max|f|)²``, times n for ``"sum"``. Without a convention, ``cc_inputs``' explicit ``norm``
-    marks a ``cc_loss`` draw under its knobs; otherwise (a worked example) the larger of the two."""
-    if convention in ref.ADJACENT_CONVENTIONS.names:
+    ``reduction="sum"``; for the adjacent-residual loss (its only convention, ``"repdistiller"``)
+    the size of a residual product, ``(1 + max|f|)²``, times n for ``"sum"``."""
+    if convention in ref.CC_ADJACENT_RESIDUAL_LOSS.conventions.names:
         return _adjacent_scale(x)
-    if convention is not None or "norm" in x:
-        return _cc_scale(x, convention)
-    return max(_cc_scale(x, None), _adjacent_scale(x))
-
-
-def _scale(loss, x) -> float:
-    return error_scale(x, loss.convention)
+    return _cc_scale(x, convention)
 
 
 def _knobs(loss, x):
     """The knobs ``cc_loss`` uses on ``x`` under the subject's convention."""
-    return ref.CONVENTIONS.resolve(loss.convention, **{k: x[k] for k in ref.CONVENTIONS.defaults if k in x})
+    return _cc_knobs(x, loss.convention)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +76,7 @@ def symmetric_in_student_and_teacher(loss, x) -> float:
     """The distance between the two correlation matrices is symmetric: swapping the student and
     the teacher leaves the loss unchanged (the widths may differ)."""
     swapped = {**x, "student": x["teacher"], "teacher": x["student"]}
-    return compare(loss(**swapped), loss(**x), _EXACT, _scale(loss, x), "loss with student and teacher swapped")
+    return compare(loss(**swapped), loss(**x), EXACT, loss.scale(x), "loss with student and teacher swapped")
 
 
 def rotation_invariant(loss, x) -> float:
@@ -91,7 +87,7 @@ def rotation_invariant(loss, x) -> float:
     d = student.shape[1]
     q, _ = np.linalg.qr(np.random.default_rng(d).standard_normal((d, d)))
     rotated = {**x, "student": student @ q}
-    return compare(loss(**rotated), loss(**x), _EXACT, _scale(loss, x), "loss with the student's features rotated")
+    return compare(loss(**rotated), loss(**x), EXACT, loss.scale(x), "loss with the student's features rotated")
 
 
 def row_scale_invariant(loss, x) -> float:
@@ -102,10 +98,10 @@ def row_scale_invariant(loss, x) -> float:
     student = x["student"].reshape(x["student"].shape[0], -1)
     scaled = student.copy()
     scaled[0] *= 7.5
-    worst = compare(loss(**{**x, "student": scaled}), loss(**{**x, "student": student}), _EXACT, _scale(loss, x),
+    worst = compare(loss(**{**x, "student": scaled}), loss(**{**x, "student": student}), EXACT, loss.scale(x),
                     "loss with student sample 0 scaled by 7.5")
     terms = loss.grad("student", **{**x, "student": student}) * student
-    bound = _GRADIENT.rtol * float(np.max(np.sum(np.abs(terms), axis=1))) + _GRADIENT.atol * _scale(loss, x)
+    bound = FD_GRADIENT.rtol * float(np.max(np.sum(np.abs(terms), axis=1))) + FD_GRADIENT.atol * loss.scale(x)
     radial = np.sum(terms, axis=1)
     return max(worst, compare(radial, 0 * radial, Tolerance(0.0, 1.0), bound, "⟨∂L/∂f_i, f_i⟩ per sample"))
 
@@ -115,8 +111,8 @@ def batchmean_is_sum_over_n_squared(loss, x) -> float:
     "batchmean" × n² = "sum"."""
     n = _batch(x)
     total = loss(**{**x, "reduction": "sum"})
-    scale = _scale(loss, {**x, "reduction": "sum"})
-    return compare(loss(**{**x, "reduction": "batchmean"}) * n * n, total, _EXACT, scale, '"batchmean" × n² vs "sum"')
+    scale = loss.scale({**x, "reduction": "sum"})
+    return compare(loss(**{**x, "reduction": "batchmean"}) * n * n, total, EXACT, scale, '"batchmean" × n² vs "sum"')
 
 
 def taylor_tends_to_exact_gaussian(loss, x) -> float:
@@ -146,10 +142,10 @@ def paper_is_n2_times_torchdistill_squared(loss, x) -> float:
     squared = {**x, "norm": "fro_sq", "reduction": "batchmean"}
     plain = {**x, "norm": "fro", "reduction": "batchmean"}
     value = loss(**plain)
-    scale = _scale(loss, squared)
-    worst = compare(loss(**squared), n * n * value**2, _EXACT, scale, "fro_sq loss vs n² · fro loss²")
+    scale = loss.scale(squared)
+    worst = compare(loss(**squared), n * n * value**2, EXACT, scale, "fro_sq loss vs n² · fro loss²")
     expected = 2 * n * n * value * loss.grad("student", **plain)
-    return max(worst, compare(loss.grad("student", **squared), expected, _GRADIENT, scale,
+    return max(worst, compare(loss.grad("student", **squared), expected, FD_GRADIENT, scale,
                               "fro_sq gradient vs 2n² · L_fro · fro gradient"))
 
 
@@ -158,8 +154,8 @@ def zero_at_match_with_zero_subgradient(loss, x) -> float:
     kdref's torch gradient there is the zero subgradient (torch.dist's choice). The reference has no
     gradient at this kink (its central differences are O(h), not 0), so it is held to the value."""
     at_match = {**x, "student": x["teacher"].copy()}
-    scale = _scale(loss, at_match)
-    worst = compare(loss(**at_match), 0 * loss(**at_match), _EXACT, scale, "loss at a match")
+    scale = loss.scale(at_match)
+    worst = compare(loss(**at_match), 0 * loss(**at_match), EXACT, scale, "loss at a match")
     if loss.side != "torch":
         return worst
     return max(worst, compare(loss.grad("student", **at_match), 0 * at_match["student"], Tolerance(0.0, 0.0), 1.0,
@@ -174,7 +170,7 @@ def reversal_invariant(loss, x) -> float:
     """Reversing the batch order maps the adjacent pairs onto themselves: the loss is unchanged
     (a permutation in general changes it)."""
     reversed_ = {**x, "student": x["student"][::-1].copy(), "teacher": x["teacher"][::-1].copy()}
-    return compare(loss(**reversed_), loss(**x), _EXACT, _scale(loss, x), "loss of the reversed batch")
+    return compare(loss(**reversed_), loss(**x), EXACT, loss.scale(x), "loss of the reversed batch")
 
 
 def vanishes_when_every_other_sample_matches(loss, x) -> float:
@@ -182,14 +178,14 @@ def vanishes_when_every_other_sample_matches(loss, x) -> float:
     its teacher, each adjacent pair has a zero factor, and the loss is 0."""
     student = x["student"].copy()
     student[::2] = x["teacher"][::2]
-    return compare(loss(**{**x, "student": student}), 0.0, _EXACT, _scale(loss, x),
+    return compare(loss(**{**x, "student": student}), 0.0, EXACT, loss.scale(x),
                    "loss with every other sample matched")
 
 
 def adjacent_symmetric(loss, x) -> float:
     """|f_S − f_T| = |f_T − f_S|: swapping the student and the teacher leaves the loss unchanged."""
     swapped = {**x, "student": x["teacher"], "teacher": x["student"]}
-    return compare(loss(**swapped), loss(**x), _EXACT, _scale(loss, x), "loss with student and teacher swapped")
+    return compare(loss(**swapped), loss(**x), EXACT, loss.scale(x), "loss with student and teacher swapped")
 
 
 def _adjacent_plain(convention):
@@ -207,14 +203,9 @@ METHOD = Method(
              "ICCV 2019. arXiv:1904.01802.",
     family="relations",
     losses=(
-        Loss("cc_loss", ref.cc_loss, "kdref.torch.cc:cc_loss", ref.CONVENTIONS,
-             (Arg("student", "embeddings"), Arg("teacher", "embeddings", like="student", match="batch")),
-             lambda convention, gradient: cc_inputs(convention, gradient=gradient)),
-        Loss("cc_adjacent_residual_loss", ref.cc_adjacent_residual_loss,
-             "kdref.torch.cc:cc_adjacent_residual_loss", ref.ADJACENT_CONVENTIONS,
-             (Arg("student", "embeddings"), Arg("teacher", "embeddings", like="student", match="shape")),
-             lambda convention, gradient: cc_adjacent_inputs(convention, gradient=gradient),
-             min_batch=lambda convention: 2),
+        Loss(ref.cc_loss, lambda convention, gradient: cc_inputs(convention, gradient=gradient)),
+        Loss(ref.cc_adjacent_residual_loss,
+             lambda convention, gradient: cc_adjacent_inputs(convention, gradient=gradient)),
     ),
     properties=(
         Property(PERMUTATION_INVARIANT.name, PERMUTATION_INVARIANT.description, PERMUTATION_INVARIANT.check,

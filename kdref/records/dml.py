@@ -10,18 +10,16 @@ from kdref.proof import compare, max_abs
 from kdref.records._shared import REDUCTIONS_AGREE
 from kdref.reference import dml as ref
 from kdref.reference._common import log_softmax, softmax
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
-
-_COHORT = (Arg("z_self", "logits"), Arg("z_peers", "logits_list"))
+from kdref.registry import Loss, Method, Property, Tolerance
 
 
-def _scale(inputs) -> float:
+def _scale(inputs, convention) -> float:
     return (1.0 + max_abs(inputs)) * len(inputs["z_peers"])
 
 
-def _inputs(conventions, with_labels: bool):
+def _inputs(declaration, with_labels: bool):
     def inputs(convention: str, gradient: bool):
-        single = conventions.resolve(convention).get("single_peer", False)
+        single = declaration.resolve(convention).get("single_peer", False)
         return strategies.dml_inputs(gradient=gradient, with_labels=with_labels, max_peers=1 if single else 3)
     return inputs
 
@@ -31,8 +29,8 @@ def _epsilon_allowance(loss, x) -> float:
     Σ_c p_c log(p_c/q_c) by ≈ ε Σ_c (1 − p_c/q_c), so by at most ε Σ_c (1 + p_c/q_c + q_c/p_c) per
     sample and peer (either network's probabilities in either role); twice that, summed over the
     peers, at the worst sample."""
-    epsilon = ref.CONVENTIONS.resolve(loss.convention)["epsilon"] if loss.loss.name != "dml_ensemble_mimicry_loss" \
-        else 0.0
+    knobs = loss.loss.declaration.resolve(loss.convention)
+    epsilon = knobs.get("epsilon", 0.0)  # DML_e has no ε
     q = softmax(x["z_self"])
     bound = sum(np.max(np.sum(1 + p / q + q / p, axis=1)) for p in (softmax(z) for z in x["z_peers"]))
     return 2 * epsilon * float(bound)
@@ -43,9 +41,9 @@ def zero_when_peers_equal_self(loss, x) -> float:
     agreeing = {**x, "z_peers": [x["z_self"].copy() for _ in x["z_peers"]]}
     if loss.loss.name == "dml_network_loss":
         cross_entropy = loss(**{**x, "z_peers": [x["z_self"]]})
-        return compare(loss(**agreeing), cross_entropy, Tolerance(1e-9, 1.0), 1e-12 * _scale(x)
+        return compare(loss(**agreeing), cross_entropy, Tolerance(1e-9, 1.0), 1e-12 * loss.scale(x)
                        + _epsilon_allowance(loss, x), "CE + zero mimicry")
-    return compare(loss(**agreeing), 0.0, Tolerance(0, 1.0), 1e-12 * _scale(x) + _epsilon_allowance(loss, x),
+    return compare(loss(**agreeing), 0.0, Tolerance(0, 1.0), 1e-12 * loss.scale(x) + _epsilon_allowance(loss, x),
                    "mimicry with agreeing peers")
 
 
@@ -54,12 +52,12 @@ def mimicry_gradient(loss, x) -> float:
     p_self = softmax(x["z_self"])
     p_peers = np.mean([softmax(z) for z in x["z_peers"]], axis=0)
     expected = (p_self - p_peers) / x["z_self"].shape[0]
-    return compare(loss.grad("z_self", **x), expected, Tolerance(1e-6, 1e-8), _scale(x), "gradient")
+    return compare(loss.grad("z_self", **x), expected, Tolerance(1e-6, 1e-8), loss.scale(x), "gradient")
 
 
 def two_networks_equal_paper(loss, x) -> float:
     """With one peer (K = 2) KD-Zoo's DML is eq. 6 exactly."""
-    return compare(loss(**x), loss.variant(convention="paper")(**x), Tolerance(1e-12, 1e-14), _scale(x),
+    return compare(loss(**x), loss.variant(convention="paper")(**x), Tolerance(1e-12, 1e-14), loss.scale(x),
                    "kdzoo vs paper")
 
 
@@ -74,7 +72,7 @@ def ensemble_below_average(loss, x) -> float:
     """KL is convex in its first argument, so KL(mean_l p_l ‖ p_k) ≤ mean_l KL(p_l ‖ p_k)."""
     average = loss.variant(loss="dml_mimicry_loss", convention="paper")(**x)
     value = loss(**x)
-    if value > average + 1e-12 * _scale(x):
+    if value > average + 1e-12 * loss.scale(x):
         raise AssertionError(f"DML_e {value} exceeds the mean over peers {average}")
     return 0.0
 
@@ -86,7 +84,8 @@ def network_is_ce_plus_mimicry(loss, x) -> float:
     mimicry_x = {k: v for k, v in x.items() if k != "labels"}
     log_p = log_softmax(x["z_self"])
     cross_entropy = -np.mean(log_p[np.arange(len(x["labels"])), x["labels"]])
-    return compare(loss(**x), cross_entropy + mimicry(**mimicry_x), Tolerance(1e-9, 1e-12), _scale(x), "CE + mimicry")
+    return compare(loss(**x), cross_entropy + mimicry(**mimicry_x), Tolerance(1e-9, 1e-12), loss.scale(x),
+                   "CE + mimicry")
 
 
 _MODERATE = hst.builds(
@@ -101,15 +100,10 @@ METHOD = Method(
     citation="Zhang, Xiang, Hospedales, Lu. Deep Mutual Learning. CVPR 2018, pp. 4320–4328.",
     family="logits",
     losses=(
-        Loss("dml_mimicry_loss", ref.dml_mimicry_loss, "kdref.torch.dml:dml_mimicry_loss", ref.CONVENTIONS,
-             _COHORT, _inputs(ref.CONVENTIONS, with_labels=False), differentiable=("z_self",)),
-        Loss("dml_network_loss", ref.dml_network_loss, "kdref.torch.dml:dml_network_loss", ref.CONVENTIONS,
-             (*_COHORT, Arg("labels", "labels"), Arg("label_smoothing", "fraction")),
-             _inputs(ref.CONVENTIONS, with_labels=True),
+        Loss(ref.dml_mimicry_loss, _inputs(ref.DML_MIMICRY_LOSS, with_labels=False), differentiable=("z_self",)),
+        Loss(ref.dml_network_loss, _inputs(ref.DML_NETWORK_LOSS, with_labels=True), differentiable=("z_self",)),
+        Loss(ref.dml_ensemble_mimicry_loss, _inputs(ref.DML_ENSEMBLE_MIMICRY_LOSS, with_labels=False),
              differentiable=("z_self",)),
-        Loss("dml_ensemble_mimicry_loss", ref.dml_ensemble_mimicry_loss,
-             "kdref.torch.dml:dml_ensemble_mimicry_loss", ref.ENSEMBLE_CONVENTIONS, _COHORT,
-             _inputs(ref.ENSEMBLE_CONVENTIONS, with_labels=False), differentiable=("z_self",)),
     ),
     properties=(
         Property("zero when peers agree", zero_when_peers_equal_self.__doc__, zero_when_peers_equal_self),

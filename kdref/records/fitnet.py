@@ -13,12 +13,9 @@ import numpy as np
 from kdref.proof import compare, max_abs
 from kdref.records._shared import REDUCTIONS_AGREE
 from kdref.reference import fitnet as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Property, Tolerance, by_gradient
 from kdref.strategies.fitnet import fitnet_inputs, fitnet_regressed_inputs
 
-_EXACT = Tolerance(1e-9, 1e-13)
-#: a gradient from the reference side is a finite difference: its error is about ε·scale/h
-_GRADIENT = Tolerance(1e-6, 1e-8)
 _REGRESSOR_KEYS = ("weight", "bias", "kind", "activation", "pieces", "bn_weight", "bn_bias", "bn_eps")
 
 
@@ -31,7 +28,7 @@ def _regressed(x) -> np.ndarray:
     return ref.regressor(x["v_g"], out_shape=x["u_t"].shape[1:], **_regressor_args(x))
 
 
-def _scale(inputs) -> float:
+def _scale(inputs, convention) -> float:
     """The size of what the loss sums: C·H·W squared errors of magnitude |u| + |r|.
 
     For the regressed loss |r| is bounded by the layer's sum of absolute terms Σ|w||v| + |b|
@@ -81,16 +78,16 @@ def zero_at_match_and_nonnegative(loss, x) -> float:
     if float(loss(**x)) < 0:
         raise AssertionError(f"negative squared error {loss(**x)}")
     at_match = _with_perfect_hint(x)
-    ratio = compare(loss(**at_match), 0.0, _EXACT, _scale(at_match), "loss at a match")
+    ratio = compare(loss(**at_match), 0.0, EXACT, loss.scale(at_match), "loss at a match")
     wrt = "r_s" if "r_s" in x else "v_g"
-    return max(ratio, compare(loss.grad(wrt, **at_match), 0 * x[wrt], _GRADIENT, _scale(at_match),
+    return max(ratio, compare(loss.grad(wrt, **at_match), 0 * x[wrt], FD_GRADIENT, loss.scale(at_match),
                               "gradient at a match"))
 
 
 def _relates_to_paper(factor):
     def check(loss, x) -> float:
         paper = loss.variant(convention="paper")
-        return compare(loss(**x), paper(**x) * factor(*_shape(x)), _EXACT, _scale(x), f"{loss.convention} vs paper")
+        return compare(loss(**x), paper(**x) * factor(*_shape(x)), EXACT, loss.scale(x), f"{loss.convention} vs paper")
     return check
 
 
@@ -112,13 +109,13 @@ def sum_is_paper_times_2n(loss, x) -> float:
 def gradient_is_residual(loss, x) -> float:
     """∂L/∂r = −(u − r)/N (paper), and −2c·(u − r) for the constant c of every other convention."""
     expected = -2 * _constant(loss, x) * (x["u_t"] - x["r_s"])
-    return compare(loss.grad("r_s", **x), expected, _GRADIENT, _scale(x), "gradient vs −(u − r)/N")
+    return compare(loss.grad("r_s", **x), expected, FD_GRADIENT, loss.scale(x), "gradient vs −(u − r)/N")
 
 
 def composition_is_hint_loss_of_regressor(loss, x) -> float:
     """The regressed loss is the hint loss of r(v_g): L(v_g, u) = L_HT(r(v_g), u)."""
     plain = loss.variant(loss="hint_loss")
-    return compare(loss(**x), plain(r_s=_regressed(x), u_t=x["u_t"]), Tolerance(1e-9, 1e-12), _scale(x),
+    return compare(loss(**x), plain(r_s=_regressed(x), u_t=x["u_t"]), Tolerance(1e-9, 1e-12), loss.scale(x),
                    "regressed loss vs hint loss of r(v_g)")
 
 
@@ -138,19 +135,17 @@ def bias_gradient_is_summed_residual(loss, x) -> float:
     else:
         dz = upstream
     expected = dz.sum(axis=0).reshape(-1) if geometry.layer == "linear" else dz.sum(axis=(0, 2, 3))
-    return compare(loss.grad("bias", **x), expected, _GRADIENT, _scale(x), "∂L/∂b vs summed residual")
+    return compare(loss.grad("bias", **x), expected, FD_GRADIENT, loss.scale(x), "∂L/∂b vs summed residual")
 
 
 def conv1x1_is_conv_valid_at_equal_sizes(loss, x) -> float:
     """At equal spatial sizes the paper's kernel rule gives k = N_g − N_h + 1 = 1: conv_valid = conv1x1."""
     if x["kind"] != "conv1x1":
         return 0.0
-    return compare(loss(**{**x, "kind": "conv_valid"}), loss(**x), _EXACT, _scale(x), "conv_valid vs conv1x1")
+    return compare(loss(**{**x, "kind": "conv_valid"}), loss(**x), EXACT, loss.scale(x), "conv_valid vs conv1x1")
 
 
 _MSE = ("*/mse", "*/kdzoo", "*/repdistiller", "*/mdistiller")
-_PAIR = (Arg("r_s", "features"), Arg("u_t", "features", like="r_s"))
-_REGRESSED = (Arg("v_g", "features"), Arg("u_t", "features", like="v_g", match="batch"), Arg("weight", "features"))
 
 METHOD = Method(
     name="fitnet",
@@ -158,12 +153,8 @@ METHOD = Method(
     citation="Romero, Ballas, Kahou, Chassang, Gatta, Bengio. FitNets: Hints for Thin Deep Nets. ICLR 2015.",
     family="features",
     losses=(
-        Loss("hint_loss", ref.hint_loss, "kdref.torch.fitnet:hint_loss", ref.CONVENTIONS, _PAIR,
-             lambda convention, gradient: fitnet_inputs(gradient=gradient), differentiable=("r_s",)),
-        Loss("regressed_hint_loss", ref.regressed_hint_loss, "kdref.torch.fitnet:regressed_hint_loss",
-             ref.REGRESSED_CONVENTIONS, _REGRESSED,
-             lambda convention, gradient: fitnet_regressed_inputs(gradient=gradient),
-             differentiable=("v_g", "weight", "bias")),
+        Loss(ref.hint_loss, by_gradient(fitnet_inputs), differentiable=("r_s",)),
+        Loss(ref.regressed_hint_loss, by_gradient(fitnet_regressed_inputs), differentiable=("v_g", "weight", "bias")),
     ),
     properties=(
         Property("≥ 0, zero at a match", zero_at_match_and_nonnegative.__doc__, zero_at_match_and_nonnegative),

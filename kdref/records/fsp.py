@@ -6,26 +6,23 @@ import numpy as np
 
 from kdref.proof import compare
 from kdref.reference import fsp as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Property, by_gradient
 from kdref.strategies.fsp import fsp_inputs, fsp_matrix_inputs
 
 _MAPS = ("student_first", "student_second", "teacher_first", "teacher_second")
-_EXACT = Tolerance(1e-9, 1e-13)
-#: a gradient from the reference side is a finite difference: its error is about ε·scale/h
-_GRADIENT = Tolerance(1e-6, 1e-8)
 
 
 def _peak(x: np.ndarray) -> float:
     return float(np.max(np.abs(x)))
 
 
-def _scale(inputs) -> float:
+def _scale(inputs, convention) -> float:
     """The size of what FSP sums: an entry of G is at most a = max|F¹|·max|F²|, and a term of the
     loss at most λ·(2a)² (squared distances; the column norm is smaller). Rounding in G is
     ~ε·a, so the error of a squared distance is ~ε·a² where G_S and G_T cancel."""
     if "f1" in inputs:
         return 1.0 + _peak(inputs["f1"]) * _peak(inputs["f2"])
-    weights = ref.check_pair_weights(inputs.get("weights"), len(inputs["student_first"]))
+    weights = ref.pair_weights(inputs.get("weights"), len(inputs["student_first"]))
     total = 0.0
     for i, weight in enumerate(weights):
         a = max(_peak(inputs[f"{side}_first"][i]) * _peak(inputs[f"{side}_second"][i])
@@ -34,8 +31,8 @@ def _scale(inputs) -> float:
     return total
 
 
-def _pool(loss) -> str:
-    return ref.CONVENTIONS.resolve(loss.convention)["pool"]
+def _knob(loss, name: str):
+    return loss.loss.declaration.resolve(loss.convention)[name]
 
 
 def _single_pair(x: dict, i: int) -> dict:
@@ -47,10 +44,10 @@ def zero_when_student_equals_teacher(loss, x) -> float:
     (torchdistill's column norm at 0 takes the 0 subgradient)."""
     at_match = {**x, "student_first": [t.copy() for t in x["teacher_first"]],
                 "student_second": [t.copy() for t in x["teacher_second"]]}
-    ratio = compare(loss(**at_match), 0.0, _EXACT, _scale(at_match), "loss at a match")
+    ratio = compare(loss(**at_match), 0.0, EXACT, loss.scale(at_match), "loss at a match")
     for wrt in ("student_first", "student_second"):
         gradient = loss.grad(wrt, **at_match)
-        ratio = max(ratio, compare(gradient, np.zeros_like(gradient), _GRADIENT, _scale(at_match),
+        ratio = max(ratio, compare(gradient, np.zeros_like(gradient), FD_GRADIENT, loss.scale(at_match),
                                    f"d loss / d {wrt} at a match"))
     return ratio
 
@@ -60,22 +57,22 @@ def libraries_are_paper_over_mn(loss, x) -> float:
     m·n entries of G), with the same (average) pooling."""
     m, n = x["student_first"][0].shape[1], x["student_second"][0].shape[1]
     paper = loss.variant(convention="paper")(**x, pool="avg")
-    return compare(loss(**x), paper / (m * n), _EXACT, _scale(x), "kdzoo/repdistiller vs paper/(m·n)")
+    return compare(loss(**x), paper / (m * n), EXACT, loss.scale(x), "kdzoo/repdistiller vs paper/(m·n)")
 
 
 def kdzoo_is_repdistiller_over_pairs(loss, x) -> float:
     """KD-Zoo averages over the P pairs where RepDistiller sums: kdzoo = repdistiller / P."""
     repdistiller = loss.variant(convention="repdistiller")(**x)
-    return compare(loss(**x), repdistiller / len(x["student_first"]), _EXACT, _scale(x), "kdzoo vs repdistiller/P")
+    return compare(loss(**x), repdistiller / len(x["student_first"]), EXACT, loss.scale(x), "kdzoo vs repdistiller/P")
 
 
 def pairs_add_up(loss, x) -> float:
     """Several pairs: the λ_i-weighted sum of the single-pair losses (KD-Zoo: their mean)."""
-    weights = ref.check_pair_weights(x.get("weights"), len(x["student_first"]))
+    weights = ref.pair_weights(x.get("weights"), len(x["student_first"]))
     singles = [w * loss(**_single_pair(x, i)) for i, w in enumerate(weights)]
-    mean = ref.CONVENTIONS.resolve(loss.convention)["pair_reduction"] == "mean"
+    mean = _knob(loss, "pair_reduction") == "mean"
     expected = np.mean(singles, axis=0) if mean else np.sum(singles, axis=0)
-    return compare(loss(**x), expected, _EXACT, _scale(x), "multi-pair loss vs its single-pair terms")
+    return compare(loss(**x), expected, EXACT, loss.scale(x), "multi-pair loss vs its single-pair terms")
 
 
 def bilinear_scaling(loss, x) -> float:
@@ -84,13 +81,13 @@ def bilinear_scaling(loss, x) -> float:
     (it commutes with positive scaling only); any sign with average pooling."""
     rng = np.random.default_rng(7)
     alpha, gamma = rng.uniform(0.2, 5.0, size=2)
-    if _pool(loss) == "avg":
+    if _knob(loss, "pool") == "avg":
         alpha, gamma = -alpha, gamma
     scaled = {**x, **{f"{side}_first": [alpha * f for f in x[f"{side}_first"]] for side in ("student", "teacher")},
               **{f"{side}_second": [gamma * f for f in x[f"{side}_second"]] for side in ("student", "teacher")}}
-    power = 1 if ref.CONVENTIONS.resolve(loss.convention)["distance"] == "col_l2" else 2
+    power = 1 if _knob(loss, "distance") == "col_l2" else 2
     factor = abs(alpha * gamma) ** power
-    return compare(loss(**scaled), factor * loss(**x), _EXACT, _scale(scaled), "loss after scaling by α, γ")
+    return compare(loss(**scaled), factor * loss(**x), EXACT, loss.scale(scaled), "loss after scaling by α, γ")
 
 
 def orientation_invariance(loss, x) -> float:
@@ -98,7 +95,7 @@ def orientation_invariance(loss, x) -> float:
     leaves a squared (Frobenius) distance unchanged."""
     swapped = {**x, "student_first": x["student_second"], "student_second": x["student_first"],
                "teacher_first": x["teacher_second"], "teacher_second": x["teacher_first"]}
-    return compare(loss(**swapped), loss(**x), _EXACT, _scale(x), "loss with first and second maps swapped")
+    return compare(loss(**swapped), loss(**x), EXACT, loss.scale(x), "loss with first and second maps swapped")
 
 
 def column_norm_between_frobenius_bounds(loss, x) -> float:
@@ -107,7 +104,7 @@ def column_norm_between_frobenius_bounds(loss, x) -> float:
     per_example = loss(**x, reduction="none")
     frobenius = np.sqrt(loss.variant(convention="paper")(**x, reduction="none"))
     n = x["student_second"][0].shape[1]
-    slack = 1e-9 * _scale(x)
+    slack = 1e-9 * loss.scale(x)
     if np.any(per_example < frobenius - slack) or np.any(per_example > np.sqrt(n) * frobenius + slack):
         raise AssertionError(f"column norms {per_example} outside [‖ΔG‖_F, √n·‖ΔG‖_F] = "
                              f"[{frobenius}, {np.sqrt(n) * frobenius}]")
@@ -117,20 +114,21 @@ def column_norm_between_frobenius_bounds(loss, x) -> float:
 def matrix_is_bilinear(loss, x) -> float:
     """G(αF¹, γF²) = αγ·G(F¹, F²) for any real α, γ."""
     alpha, gamma = -1.7, 0.3
-    return compare(loss(f1=alpha * x["f1"], f2=gamma * x["f2"]), alpha * gamma * loss(**x), _EXACT, _scale(x),
+    return compare(loss(f1=alpha * x["f1"], f2=gamma * x["f2"]), alpha * gamma * loss(**x), EXACT, loss.scale(x),
                    "G after scaling by α, γ")
 
 
 def matrix_transposes_when_maps_swap(loss, x) -> float:
     """G(F², F¹) = G(F¹, F²)ᵀ: the orientation [m × n] vs [n × m] holds the same entries."""
-    return compare(loss(f1=x["f2"], f2=x["f1"]), np.swapaxes(loss(**x), 1, 2), _EXACT, _scale(x), "G transposed")
+    return compare(loss(f1=x["f2"], f2=x["f1"]), np.swapaxes(loss(**x), 1, 2), EXACT, loss.scale(x),
+                   "G transposed")
 
 
 def matrix_is_a_spatial_mean(loss, x) -> float:
     """Eq. (1) divides by h·w: repeating every position 2×3 times (a 2h × 3w map) leaves G unchanged."""
     def repeat(f):
         return np.repeat(np.repeat(f, 2, axis=2), 3, axis=3)
-    return compare(loss(f1=repeat(x["f1"]), f2=repeat(x["f2"])), loss(**x), _EXACT, _scale(x),
+    return compare(loss(f1=repeat(x["f1"]), f2=repeat(x["f2"])), loss(**x), EXACT, loss.scale(x),
                    "G of the upsampled maps")
 
 
@@ -150,14 +148,6 @@ def _one_pair_unweighted(convention: str):
     return fsp_inputs(max_pairs=1, with_weights=False)
 
 
-_PAIR_ARGS = (
-    Arg("student_first", "features_list"),
-    Arg("student_second", "features_list"),
-    Arg("teacher_first", "features_list"),
-    Arg("teacher_second", "features_list"),
-    Arg("weights", "weight"),
-)
-
 METHOD = Method(
     name="fsp",
     title="FSP — flow of solution procedure matrices",
@@ -165,13 +155,8 @@ METHOD = Method(
              "and Transfer Learning. CVPR 2017, pp. 4133–4141.",
     family="features",
     losses=(
-        Loss("fsp_loss", ref.fsp_loss, "kdref.torch.fsp:fsp_loss", ref.CONVENTIONS, _PAIR_ARGS,
-             lambda convention, gradient: fsp_inputs(gradient=gradient),
-             differentiable=("student_first", "student_second")),
-        Loss("fsp_matrix", ref.fsp_matrix, "kdref.torch.fsp:fsp_matrix", ref.MATRIX_CONVENTIONS,
-             (Arg("f1", "features"), Arg("f2", "features", like="f1", match="batch_spatial")),
-             lambda convention, gradient: fsp_matrix_inputs(gradient=gradient),
-             differentiable=("f1", "f2")),
+        Loss(ref.fsp_loss, by_gradient(fsp_inputs), differentiable=("student_first", "student_second")),
+        Loss(ref.fsp_matrix, by_gradient(fsp_matrix_inputs), differentiable=("f1", "f2")),
     ),
     properties=(
         Property("zero when student equals teacher", zero_when_student_equals_teacher.__doc__,

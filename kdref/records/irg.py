@@ -7,21 +7,18 @@ import numpy as np
 from kdref.proof import compare, fd_gradient
 from kdref.records._shared import PERMUTATION_INVARIANT
 from kdref.reference import irg as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Property
 from kdref.strategies.irg import irg_inputs
 
-_EXACT = Tolerance(1e-9, 1e-13)
-#: a gradient from the reference side is a finite difference: its error is about ε·scale/h
-_GRADIENT = Tolerance(1e-6, 1e-8)
-_KNOBS = tuple(ref.CONVENTIONS.defaults)
+_KNOBS = tuple(knob.name for knob in ref.IRG_LOSS.knobs)
 _NO_TERMS = {"lambda1": 0.0, "lambda2": 0.0, "lambda3": 0.0}
 
 
-def _knobs(x, convention: str | None):
-    return ref.CONVENTIONS.resolve(convention, **{k: x[k] for k in _KNOBS if k in x})
+def _knobs(x, convention: str):
+    return ref.IRG_LOSS.resolve(convention, **{k: x[k] for k in _KNOBS if k in x})
 
 
-def _scale(x, convention: str | None = None) -> float:
+def _scale(x, convention: str) -> float:
     """The loss without its cancellations: every squared difference (a − b)² replaced by a² + b²,
     reduced and weighted as the loss is. Rounding errors of the edges, transformations and logits
     are a small multiple of ε times this (the centred Gram keeps the edges' errors relative to the
@@ -46,8 +43,8 @@ def _scale(x, convention: str | None = None) -> float:
         ref.term_reduction(prepared(ref.edge_matrix(s, eps)) ** 2 + prepared(ref.edge_matrix(t, eps)) ** 2, red)
         for s, t in zip(flat_s, guides, strict=False)])
     terms = []
-    match = x.get("match", "none")
-    for l1, l2, l3, l4 in ref.check_transformations(x.get("transformations", ()), len(student), len(teacher)):
+    match = knobs["match"]
+    for l1, l2, l3, l4 in ref.layer_quadruples(x.get("transformations") or (), len(student), len(teacher)):
         v_t = prepared(ref.transformation_vector(*ref.match_transformation(teacher[l1], teacher[l2], match), eps))
         v_s = prepared(ref.transformation_vector(*ref.match_transformation(student[l3], student[l4], match), eps))
         terms.append(ref.term_reduction((v_t ** 2 + v_s ** 2)[None, :], red))
@@ -73,11 +70,12 @@ def zero_when_student_is_teacher(loss, x) -> float:
     """A student that is a copy of the teacher (every layer and the logits, one-to-one) has the
     teacher's vertices, edges and transformations: the loss is 0, and so is its gradient."""
     at_match = _at_match(x)
-    scale = _scale(at_match, loss.convention)
-    ratio = compare(loss(**at_match), 0.0, _EXACT, scale, "loss at a match")
+    scale = loss.scale(at_match)
+    ratio = compare(loss(**at_match), 0.0, EXACT, scale, "loss at a match")
     for wrt in ("student_features", "student_logits"):
         gradient = _gradient_at_match(loss, wrt, at_match)
-        ratio = max(ratio, compare(gradient, np.zeros_like(gradient), _GRADIENT, scale, f"d loss / d {wrt} at a match"))
+        ratio = max(ratio, compare(gradient, np.zeros_like(gradient), FD_GRADIENT, scale,
+                                   f"d loss / d {wrt} at a match"))
     return ratio
 
 
@@ -86,7 +84,7 @@ def terms_add_up(loss, x) -> float:
     term switched on at weight 1."""
     knobs = _knobs(x, loss.convention)
     expected = sum(knobs[f"lambda{k}"] * loss(**{**x, **_NO_TERMS, f"lambda{k}": 1.0}) for k in (1, 2, 3))
-    return compare(loss(**x), expected, _EXACT, _scale(x, loss.convention), "loss vs its weighted terms")
+    return compare(loss(**x), expected, EXACT, loss.scale(x), "loss vs its weighted terms")
 
 
 def one_to_many_is_one_to_one_with_the_last_teacher_layer(loss, x) -> float:
@@ -95,7 +93,7 @@ def one_to_many_is_one_to_one_with_the_last_teacher_layer(loss, x) -> float:
     edges = {**x, **_NO_TERMS, "lambda2": 1.0, "transformations": ()}
     repeated = [x["teacher_features"][-1]] * len(x["student_features"])
     expected = loss(**{**edges, "mode": "one_to_one", "teacher_features": repeated})
-    return compare(loss(**{**edges, "mode": "one_to_many"}), expected, _EXACT, _scale(edges, loss.convention),
+    return compare(loss(**{**edges, "mode": "one_to_many"}), expected, EXACT, loss.scale(edges),
                    "one-to-many vs one-to-one against the last teacher layer")
 
 
@@ -107,7 +105,7 @@ def feature_scaling(loss, x) -> float:
     scaled = {**no_vertex, "student_features": [c * f for f in x["student_features"]],
               "teacher_features": [c * f for f in x["teacher_features"]]}
     factor = 1.0 if _knobs(x, loss.convention)["normalize"] == "max" else c ** 4
-    return compare(loss(**scaled), factor * loss(**no_vertex), _EXACT, _scale(scaled, loss.convention),
+    return compare(loss(**scaled), factor * loss(**no_vertex), EXACT, loss.scale(scaled),
                    f"loss of the features × {c}")
 
 
@@ -118,7 +116,7 @@ def edges_are_translation_invariant(loss, x) -> float:
     edges = {**x, **_NO_TERMS, "lambda2": 1.0}
     shifted = {**edges, **{name: [f + rng.uniform(-5, 5, size=(1, *f.shape[1:])) for f in x[name]]
                            for name in ("student_features", "teacher_features")}}
-    return compare(loss(**shifted), loss(**edges), _EXACT, _scale(shifted, loss.convention),
+    return compare(loss(**shifted), loss(**edges), EXACT, loss.scale(shifted),
                    "edge term after translating each layer")
 
 
@@ -127,7 +125,7 @@ def kdzoo_vertex_is_paper_over_nk(loss, x) -> float:
     vertex = {**x, **_NO_TERMS, "lambda1": 1.0}
     n, k = x["student_logits"].shape
     paper = loss.variant(convention="paper")(**vertex)
-    return compare(loss(**vertex), paper / (n * k), _EXACT, _scale(vertex, loss.convention),
+    return compare(loss(**vertex), paper / (n * k), EXACT, loss.scale(vertex),
                    "kdzoo vertex vs paper/(N·K)")
 
 
@@ -139,10 +137,10 @@ def official_is_paper_normalised_with_caffe_factors(loss, x) -> float:
     same = {"normalize": "max", "mode": "one_to_one", "layer_reduction": "sum"}
     edges = {**x, **_NO_TERMS, "lambda2": 1.0}
     transformation = {**x, **_NO_TERMS, "lambda3": 1.0}
-    ratio = compare(loss(**edges), paper(**edges, **same) / (2 * n), _EXACT, _scale(edges, loss.convention),
+    ratio = compare(loss(**edges), paper(**edges, **same) / (2 * n), EXACT, loss.scale(edges),
                     "official edges vs paper (max-normalised) / 2N")
-    return max(ratio, compare(loss(**transformation), paper(**transformation, **same) / 2, _EXACT,
-                              _scale(transformation, loss.convention),
+    return max(ratio, compare(loss(**transformation), paper(**transformation, **same) / 2, EXACT,
+                              loss.scale(transformation),
                               "official transformation vs paper (max-normalised) / 2"))
 
 
@@ -162,11 +160,7 @@ METHOD = Method(
              "CVPR 2019, pp. 7096–7104.",
     family="relations",
     losses=(
-        Loss("irg_loss", ref.irg_loss, "kdref.torch.irg:irg_loss", ref.CONVENTIONS,
-             (Arg("student_features", "embeddings_list"), Arg("teacher_features", "embeddings_list"),
-              Arg("student_logits", "logits"), Arg("teacher_logits", "logits", like="student_logits"),
-              Arg("lambda1", "weight"), Arg("lambda2", "weight"), Arg("lambda3", "weight"), Arg("eps", "weight")),
-             lambda convention, gradient: irg_inputs(convention, gradient=gradient),
+        Loss(ref.irg_loss, lambda convention, gradient: irg_inputs(convention, gradient=gradient),
              differentiable=("student_features", "student_logits")),
     ),
     properties=(

@@ -8,12 +8,10 @@ from kdref import strategies
 from kdref.proof import compare
 from kdref.records._shared import REDUCTIONS_AGREE
 from kdref.reference import logits as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
-
-_EXACT = Tolerance(1e-9, 1e-13)
+from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Property, Tolerance, by_gradient
 
 
-def _scale(inputs) -> float:
+def _scale(inputs, convention) -> float:
     """Rounding errs relative to the residual s − t (a float difference rounds once, relative to
     its result), so the squared residual sets the scale, not the logits' size."""
     return (1.0 + float(np.max(np.abs(inputs["student"] - inputs["teacher"])))) ** 2
@@ -24,15 +22,15 @@ def zero_at_match_and_nonnegative(loss, x) -> float:
     if float(loss(**x)) < 0:
         raise AssertionError(f"negative squared error {loss(**x)}")
     at_match = {**x, "student": x["teacher"]}
-    ratio = compare(loss(**at_match), 0.0, _EXACT, _scale(x), "loss at a match")
-    return max(ratio, compare(loss.grad("student", **at_match), 0 * x["teacher"], Tolerance(1e-6, 1e-8),
-                              _scale(x), "gradient at a match"))
+    ratio = compare(loss(**at_match), 0.0, EXACT, loss.scale(x), "loss at a match")
+    return max(ratio, compare(loss.grad("student", **at_match), 0 * x["teacher"], FD_GRADIENT,
+                              loss.scale(x), "gradient at a match"))
 
 
 def kdzoo_is_paper_times_2_over_c(loss, x) -> float:
     """F.mse_loss averages over N·C entries without the ½: exactly paper × 2/C."""
     paper = loss.variant(convention="paper")
-    return compare(loss(**x), paper(**x) * 2 / x["student"].shape[1], _EXACT, _scale(x), "kdzoo vs paper × 2/C")
+    return compare(loss(**x), paper(**x) * 2 / x["student"].shape[1], EXACT, loss.scale(x), "kdzoo vs paper × 2/C")
 
 
 def shift_cost(loss, x) -> float:
@@ -41,20 +39,20 @@ def shift_cost(loss, x) -> float:
     c = np.random.default_rng(3).uniform(-3, 3, size=(x["teacher"].shape[0], 1))
     shifted = {**x, "student": x["teacher"] + c}
     expected = np.mean(x["teacher"].shape[1] * c[:, 0] ** 2 / 2)
-    return compare(loss(**shifted), expected, Tolerance(1e-9, 1e-12), _scale(shifted), "cost of a row shift")
+    return compare(loss(**shifted), expected, Tolerance(1e-9, 1e-12), loss.scale(shifted), "cost of a row shift")
 
 
 def centred_is_shift_invariant(loss, x) -> float:
     """Centring removes each row's mean, so per-row shifts of either input change nothing."""
     rng = np.random.default_rng(4)
     shifted = {k: v + rng.uniform(-3, 3, size=(v.shape[0], 1)) for k, v in x.items()}
-    return compare(loss(**shifted), loss(**x), Tolerance(1e-9, 1e-12), _scale(shifted), "centred loss after shifts")
+    return compare(loss(**shifted), loss(**x), Tolerance(1e-9, 1e-12), loss.scale(shifted), "centred loss after shifts")
 
 
 def gradient_is_residual(loss, x) -> float:
     """∂L/∂s = (s − t)/N at the paper's scale."""
     expected = (x["student"] - x["teacher"]) / x["student"].shape[0]
-    return compare(loss.grad("student", **x), expected, Tolerance(1e-6, 1e-8), _scale(x), "gradient")
+    return compare(loss.grad("student", **x), expected, FD_GRADIENT, loss.scale(x), "gradient")
 
 
 METHOD = Method(
@@ -63,9 +61,7 @@ METHOD = Method(
     citation="Ba, Caruana. Do Deep Nets Really Need to be Deep? NIPS 2014, pp. 2654–2662.",
     family="logits",
     losses=(
-        Loss("logit_regression_loss", ref.logit_regression_loss, "kdref.torch.logits:logit_regression_loss",
-             ref.CONVENTIONS, (Arg("student", "logits"), Arg("teacher", "logits", like="student")),
-             lambda convention, gradient: strategies.logits_inputs(gradient=gradient)),
+        Loss(ref.logit_regression_loss, by_gradient(strategies.logits_inputs)),
     ),
     properties=(
         Property("≥ 0, zero at a match", zero_at_match_and_nonnegative.__doc__, zero_at_match_and_nonnegative),

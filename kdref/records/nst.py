@@ -6,17 +6,14 @@ import numpy as np
 
 from kdref.proof import compare
 from kdref.reference import nst as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Property, Tolerance, by_gradient
 from kdref.strategies.nst import nst_inputs
 
-_EXACT = Tolerance(1e-9, 1e-13)
-#: a gradient from the reference side is a finite difference: its error is about ε·scale/h
-_GRADIENT = Tolerance(1e-6, 1e-8)
 _FULL_MMD = ("nst_loss/paper", "nst_loss/kdzoo", "nst_loss/*distiller")
 _KERNEL_KNOBS = ("kernel", "c", "d", "sigma2")
 
 
-def _scale(inputs) -> float:
+def _scale(inputs, convention) -> float:
     """The size of the summed kernel values: λ · N · (k(x,x) + k(y,y) + 2|k(x,y)|), with |k| ≤ (1 + |c|)^d
     for the polynomial kernel; the Gaussian's rounding grows as 1/σ²."""
     kernel = inputs.get("kernel", "poly")
@@ -31,8 +28,8 @@ def _scale(inputs) -> float:
 
 def _knobs(loss, x) -> dict:
     """The resolved knobs of the case with the drawn overrides."""
-    overrides = {k: v for k, v in x.items() if k in ref.CONVENTIONS.defaults}
-    return dict(ref.CONVENTIONS.resolve(loss.convention, **overrides))
+    declaration = loss.loss.declaration
+    return dict(declaration.resolve(loss.convention, **{k.name: x[k.name] for k in declaration.knobs if k.name in x}))
 
 
 def _with_kernel(x, **kernel) -> dict:
@@ -51,8 +48,8 @@ def _samples(loss, x, which: str) -> tuple[np.ndarray, np.ndarray]:
 def zero_when_student_is_teacher(loss, x) -> float:
     """The full MMD² is 0, with zero gradient, when the student's maps are the teacher's."""
     at_match = {**x, "teacher": x["student"].copy(), "spatial": "error"}
-    ratio = compare(loss(**at_match), 0 * loss(**at_match), _EXACT, _scale(x), "loss at a match")
-    return max(ratio, compare(loss.grad("student", **at_match), 0 * x["student"], _GRADIENT, _scale(x),
+    ratio = compare(loss(**at_match), 0 * loss(**at_match), EXACT, loss.scale(x), "loss at a match")
+    return max(ratio, compare(loss.grad("student", **at_match), 0 * x["student"], FD_GRADIENT, loss.scale(x),
                               "gradient at a match"))
 
 
@@ -61,7 +58,7 @@ def mmd2_nonnegative(loss, x) -> float:
     polynomial with c ≥ 0 (with c < 0 it is not positive definite, and the value can be negative)."""
     x = {**x, "c": abs(x["c"])} if "c" in x else x
     value = np.min(loss(**{**x, "reduction": "none"}))
-    if value < -_EXACT.atol * _scale(x):
+    if value < -EXACT.atol * loss.scale(x):
         raise AssertionError(f"negative MMD² {value}")
     return 0.0
 
@@ -69,7 +66,7 @@ def mmd2_nonnegative(loss, x) -> float:
 def symmetric_in_student_and_teacher(loss, x) -> float:
     """The full MMD² is symmetric: swapping the student and the teacher leaves it unchanged."""
     swapped = {**x, "student": x["teacher"], "teacher": x["student"]}
-    return compare(loss(**swapped), loss(**x), _EXACT, _scale(x), "loss with student and teacher swapped")
+    return compare(loss(**swapped), loss(**x), EXACT, loss.scale(x), "loss with student and teacher swapped")
 
 
 def channel_rescaling_invariance(loss, x) -> float:
@@ -87,11 +84,11 @@ def channel_rescaling_invariance(loss, x) -> float:
         r = 0.125
         allowance = 0.0 if knobs["eps_mode"] == "clamp" else 10 * knobs["eps"] / r**2
         worst = max(worst, compare(loss(**{**x, which: fm}), loss(**x), Tolerance(1e-9, 1e-13 + allowance),
-                                   _scale(x), f"loss after rescaling a {which} channel"))
+                                   loss.scale(x), f"loss after rescaling a {which} channel"))
     grad = loss.grad("student", **x)
     terms = grad * x["student"]
     radial = np.sum(terms, axis=(2, 3))
-    bound = _GRADIENT.rtol * float(np.max(np.sum(np.abs(terms), axis=(2, 3)))) + _GRADIENT.atol * _scale(x)
+    bound = FD_GRADIENT.rtol * float(np.max(np.sum(np.abs(terms), axis=(2, 3)))) + FD_GRADIENT.atol * loss.scale(x)
     return max(worst, compare(radial, 0 * radial, Tolerance(0.0, 1.0), bound, "⟨∂L/∂f^j, f^j⟩ per channel"))
 
 
@@ -105,14 +102,14 @@ def official_is_full_minus_teacher_term(loss, x) -> float:
     teacher_term = np.einsum("ni,nij,nj->n", weights, gram, weights) * x.get("lam", 1.0)
     official = loss(**{**x, "reduction": "none"})
     full = loss(**{**x, "reduction": "none", "teacher_term": True})
-    return compare(official, full - teacher_term, _EXACT, _scale(x), "official vs full MMD² − teacher term")
+    return compare(official, full - teacher_term, EXACT, loss.scale(x), "official vs full MMD² − teacher term")
 
 
 def paper_is_half_of_kdzoo(loss, x) -> float:
     """The paper's λ/2 · MMD² is half the libraries' λ · MMD², in value and gradient."""
     kdzoo = loss.variant(convention="kdzoo")
-    ratio = compare(loss(**x), kdzoo(**x) / 2, _EXACT, _scale(x), "paper vs kdzoo / 2")
-    return max(ratio, compare(loss.grad("student", **x), kdzoo.grad("student", **x) / 2, _GRADIENT, _scale(x),
+    ratio = compare(loss(**x), kdzoo(**x) / 2, EXACT, loss.scale(x), "paper vs kdzoo / 2")
+    return max(ratio, compare(loss.grad("student", **x), kdzoo.grad("student", **x) / 2, FD_GRADIENT, loss.scale(x),
                               "gradient paper vs kdzoo / 2"))
 
 
@@ -121,7 +118,7 @@ def official_gradient_is_n_times_kdzoo(loss, x) -> float:
     (the ε rules differ by ~ε/‖f‖², invisible at these norms)."""
     kdzoo = loss.variant(convention="kdzoo")
     expected = kdzoo.grad("student", **x) * x["student"].shape[0]
-    return compare(loss.grad("student", **x), expected, _GRADIENT, _scale(x), "official gradient vs N · kdzoo")
+    return compare(loss.grad("student", **x), expected, FD_GRADIENT, loss.scale(x), "official gradient vs N · kdzoo")
 
 
 def linear_kernel_is_mean_map_distance(loss, x) -> float:
@@ -129,7 +126,7 @@ def linear_kernel_is_mean_map_distance(loss, x) -> float:
     linear = _with_kernel(x, kernel="linear", half=False, reduction="none", lam=1.0)
     (t, wt), (s, ws) = _samples(loss, linear, "teacher"), _samples(loss, linear, "student")
     expected = np.sum((np.einsum("ni,nim->nm", wt, t) - np.einsum("nj,njm->nm", ws, s)) ** 2, axis=-1)
-    return compare(loss(**linear), expected, _EXACT, _scale(linear), "linear MMD² vs mean-map distance")
+    return compare(loss(**linear), expected, EXACT, loss.scale(linear), "linear MMD² vs mean-map distance")
 
 
 def poly2_is_spatial_gram_distance(loss, x) -> float:
@@ -139,7 +136,7 @@ def poly2_is_spatial_gram_distance(loss, x) -> float:
     (t, wt), (s, ws) = _samples(loss, poly, "teacher"), _samples(loss, poly, "student")
     g_t, g_s = np.einsum("ni,nim,nil->nml", wt, t, t), np.einsum("nj,njm,njl->nml", ws, s, s)
     expected = np.sum((g_t - g_s) ** 2, axis=(1, 2))
-    return compare(loss(**poly), expected, _EXACT, _scale(poly), "poly-2 MMD² vs ‖G_T − G_S‖²")
+    return compare(loss(**poly), expected, EXACT, loss.scale(poly), "poly-2 MMD² vs ‖G_T − G_S‖²")
 
 
 def dropping_a_zero_channel_is_deleting_it(loss, x) -> float:
@@ -150,8 +147,8 @@ def dropping_a_zero_channel_is_deleting_it(loss, x) -> float:
     zeroed = x["student"].copy()
     zeroed[:, 0] = 0.0
     drop = {**x, "zero_channel": "drop"}
-    return compare(loss(**{**drop, "student": zeroed}), loss(**{**drop, "student": x["student"][:, 1:]}), _EXACT,
-                   _scale(x), "dropped zero channel vs deleted channel")
+    return compare(loss(**{**drop, "student": zeroed}), loss(**{**drop, "student": x["student"][:, 1:]}), EXACT,
+                   loss.scale(x), "dropped zero channel vs deleted channel")
 
 
 METHOD = Method(
@@ -161,10 +158,7 @@ METHOD = Method(
              "arXiv:1707.01219, 2017.",
     family="features",
     losses=(
-        Loss("nst_loss", ref.nst_loss, "kdref.torch.nst:nst_loss", ref.CONVENTIONS,
-             (Arg("student", "features"), Arg("teacher", "features", like="student", match="batch_spatial"),
-              Arg("lam", "weight"), Arg("c", "real"), Arg("sigma2", "temperature")),
-             lambda convention, gradient: nst_inputs(gradient=gradient)),
+        Loss(ref.nst_loss, by_gradient(nst_inputs)),
     ),
     properties=(
         Property("zero when student = teacher", zero_when_student_is_teacher.__doc__, zero_when_student_is_teacher,

@@ -7,12 +7,10 @@ import numpy as np
 from kdref.proof import compare
 from kdref.records._shared import PERMUTATION_INVARIANT, ZERO_AT_MATCH
 from kdref.reference import pkt as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Property, Tolerance
 from kdref.strategies.pkt import pkt_inputs
 
-_EXACT = Tolerance(1e-9, 1e-13)
-#: a gradient from the reference side is a finite difference: its error is about ε·scale/h
-_GRADIENT = Tolerance(1e-6, 1e-8)
+_KNOBS = tuple(k.name for k in ref.PKT_LOSS.knobs)
 _WITH_SELF = ("pkt_loss/official", "pkt_loss/kdzoo", "pkt_loss/*distill*")
 
 
@@ -35,15 +33,15 @@ def _scale(inputs, convention) -> float:
     of their logs: a rounding error δ in a kernel value K moves log K by δ/K, so the smallest kernel
     value of either side enters."""
     n = inputs["student"].shape[0]
-    knobs = ref.CONVENTIONS.resolve(convention, **{k: v for k, v in inputs.items() if k in ref.CONVENTIONS.defaults})
+    knobs = ref.PKT_LOSS.resolve(convention, **{k: v for k, v in inputs.items() if k in _KNOBS})
     terms = 1.0 if knobs["reduction"] == "mean" else float(n * n)
     smallest = min(_smallest_kernel(inputs["student"]), _smallest_kernel(inputs["teacher"]))
     return terms * (1.0 + 1.0 / max(smallest, 1e-300))
 
 
 def _knobs(loss, x) -> dict:
-    overrides = {k: v for k, v in x.items() if k in ref.CONVENTIONS.defaults}
-    return dict(ref.CONVENTIONS.resolve(loss.convention, **overrides))
+    overrides = {k: v for k, v in x.items() if k in _KNOBS}
+    return dict(loss.loss.declaration.resolve(loss.convention, **overrides))
 
 
 def _without(x, *keys) -> dict:
@@ -67,10 +65,10 @@ def reductions_agree(loss, x) -> float:
     "sum", and "mean" divides "sum" by the number of terms, N(N−1) without the self-pairs, N² with."""
     base = _without(x, "reduction")
     total = loss(**base, reduction="sum")
-    scale = _scale(x, loss.convention)
+    scale = loss.scale(x)
     count = ref.pair_count(x["student"].shape[0], _knobs(loss, base)["include_self"])
-    ratio = compare(np.sum(loss(**base, reduction="none")), total, _EXACT, scale, '"none" summed vs "sum"')
-    return max(ratio, compare(loss(**base, reduction="mean") * count, total, _EXACT, scale,
+    ratio = compare(np.sum(loss(**base, reduction="none")), total, EXACT, scale, '"none" summed vs "sum"')
+    return max(ratio, compare(loss(**base, reduction="mean") * count, total, EXACT, scale,
                               '"mean" × number of terms vs "sum"'))
 
 
@@ -92,7 +90,7 @@ def self_pair_chain_rule(loss, x) -> float:
 
     a, b = self_probability(x["teacher"]), self_probability(x["student"])
     coin = a * np.log(a / b) + (1 - a) * np.log((1 - a) / (1 - b))
-    return compare(with_self, coin + (1 - a) * paper, _EXACT, _scale(x, loss.convention),
+    return compare(with_self, coin + (1 - a) * paper, EXACT, loss.scale(x),
                    "self-pairs kept vs chain rule")
 
 
@@ -100,7 +98,7 @@ def kl_nonnegative(loss, x) -> float:
     """Each anchor's term is a KL divergence between two distributions, hence ≥ 0 (with ε = 0; the
     official ε can push a term below 0 by O(ε))."""
     value = np.min(loss(**{**_without(x, "reduction"), "eps": 0.0, "reduction": "none"}))
-    if value < -_EXACT.atol * _scale(x, loss.convention):
+    if value < -EXACT.atol * loss.scale(x):
         raise AssertionError(f"negative anchor KL {value}")
     return 0.0
 
@@ -109,9 +107,9 @@ def batch_of_two_is_zero(loss, x) -> float:
     """Without the self-pairs a batch of two has one neighbour per anchor, with p = q = 1: the loss
     and its gradient are 0 whatever the embeddings, under every ε."""
     two = {**x, "include_self": False}
-    scale = _scale(x, loss.convention)
-    ratio = compare(loss(**two), 0 * loss(**two), _EXACT, scale, "loss of a batch of two")
-    return max(ratio, compare(loss.grad("student", **two), 0 * x["student"], _GRADIENT, scale,
+    scale = loss.scale(x)
+    ratio = compare(loss(**two), 0 * loss(**two), EXACT, scale, "loss of a batch of two")
+    return max(ratio, compare(loss.grad("student", **two), 0 * x["student"], FD_GRADIENT, scale,
                               "gradient for a batch of two"))
 
 
@@ -119,9 +117,9 @@ def zero_at_match_with_eps(loss, x) -> float:
     """Student = teacher gives P = Q: the loss is 0 under the convention's own ε. Its gradient is
     O(ε) there (the weights P/(P+ε) do not sum to 1), and exactly 0 once ε = 0."""
     at_match = {**x, "student": x["teacher"].copy()}
-    scale = _scale(at_match, loss.convention)
-    ratio = compare(loss(**at_match), 0 * loss(**at_match), _EXACT, scale, "loss at a match")
-    return max(ratio, compare(loss.grad("student", **at_match, eps=0.0), 0 * at_match["student"], _GRADIENT, scale,
+    scale = loss.scale(at_match)
+    ratio = compare(loss(**at_match), 0 * loss(**at_match), EXACT, scale, "loss at a match")
+    return max(ratio, compare(loss.grad("student", **at_match, eps=0.0), 0 * at_match["student"], FD_GRADIENT, scale,
                               "gradient at a match, ε = 0"))
 
 
@@ -135,7 +133,7 @@ def isometry_invariant(loss, x) -> float:
         flat = _flat(x[which])
         rotation, _ = np.linalg.qr(rng.normal(size=(flat.shape[1] + 1, flat.shape[1] + 1)))
         moved = np.concatenate([flat, np.zeros((flat.shape[0], 1))], axis=1) @ rotation
-        worst = max(worst, compare(loss(**{**x, which: moved}), expected, _EXACT, _scale(x, loss.convention),
+        worst = max(worst, compare(loss(**{**x, which: moved}), expected, EXACT, loss.scale(x),
                                    f"loss after an isometry of the {which}"))
     return worst
 
@@ -149,11 +147,11 @@ def rescaling_invariant(loss, x) -> float:
     expected = loss(**x)
     for which in ("student", "teacher"):
         factors = rng.uniform(0.2, 5.0, size=(n,) + (1,) * (x[which].ndim - 1))
-        worst = max(worst, compare(loss(**{**x, which: x[which] * factors}), expected, _EXACT,
-                                   _scale(x, loss.convention), f"loss after rescaling each {which} sample"))
+        worst = max(worst, compare(loss(**{**x, which: x[which] * factors}), expected, EXACT,
+                                   loss.scale(x), f"loss after rescaling each {which} sample"))
     terms = _flat(loss.grad("student", **x) * x["student"])
     radial = np.sum(terms, axis=1)
-    bound = _GRADIENT.rtol * float(np.max(np.sum(np.abs(terms), axis=1))) + _GRADIENT.atol * _scale(x, loss.convention)
+    bound = FD_GRADIENT.rtol * float(np.max(np.sum(np.abs(terms), axis=1))) + FD_GRADIENT.atol * loss.scale(x)
     return max(worst, compare(radial, 0 * radial, Tolerance(0.0, 1.0), bound, "⟨∂L/∂y_i, y_i⟩ per sample"))
 
 
@@ -163,10 +161,7 @@ METHOD = Method(
     citation="Passalis, Tefas. Learning Deep Representations with Probabilistic Knowledge Transfer. ECCV 2018.",
     family="relations",
     losses=(
-        Loss("pkt_loss", ref.pkt_loss, "kdref.torch.pkt:pkt_loss", ref.CONVENTIONS,
-             (Arg("student", "embeddings"), Arg("teacher", "embeddings", like="student", match="batch")),
-             lambda convention, gradient: pkt_inputs(convention, gradient=gradient),
-             min_batch=lambda convention: 1 if ref.CONVENTIONS.resolve(convention)["include_self"] else 2),
+        Loss(ref.pkt_loss, lambda convention, gradient: pkt_inputs(convention, gradient=gradient)),
     ),
     properties=(
         Property(PERMUTATION_INVARIANT.name, PERMUTATION_INVARIANT.description, PERMUTATION_INVARIANT.check,

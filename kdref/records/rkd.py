@@ -6,18 +6,24 @@ import dataclasses
 
 import numpy as np
 
-from kdref.proof import compare, error_scale
+from kdref.proof import compare
 from kdref.records._shared import PERMUTATION_INVARIANT, ZERO_AT_MATCH
 from kdref.reference import rkd as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.registry import EXACT, Loss, Method, Property, Tolerance
 from kdref.strategies.rkd import conditioning, rkd_inputs
 
-_EXACT = Tolerance(1e-9, 1e-13)
-_KNOBS = tuple(ref.CONVENTIONS.defaults)
+#: every knob of the RKD losses (the distance term's; the angle term has a subset)
+_KNOBS = tuple(k.name for k in ref.RKD_LOSS.knobs)
 
 
 def _knobs(x, convention) -> dict:
-    return ref.resolve_knobs(convention, **{k: v for k, v in x.items() if k in _KNOBS})
+    return dict(ref.RKD_LOSS.resolve(convention, **{k: v for k, v in x.items() if k in _KNOBS}))
+
+
+def _accepted(loss, x) -> dict:
+    """``x`` without the knobs ``loss`` does not declare (the angle term has no distance knobs)."""
+    declared = {a.name for a in loss.loss.args} | {k.name for k in loss.loss.declaration.knobs}
+    return {k: v for k, v in x.items() if k in declared}
 
 
 def _scale(inputs, convention) -> float:
@@ -41,10 +47,10 @@ def invariant_to_similarity_transforms(loss, x) -> float:
     """Both potentials are unchanged by translating, rotating or uniformly scaling either batch, so
     the loss is too (with exact distances: the official clamp puts coincident samples 1e-6 apart, a
     length that scaling moves). The batch is centred, rotated and scaled, then shifted by a few times its spread."""
-    x = {**x, "clamp_sq": 0.0}
+    x = _accepted(loss, {**x, "clamp_sq": 0.0})
     rng = np.random.default_rng(len(x["student"]))
     expected = loss(**x)
-    scale = error_scale(loss.method, x, loss.convention)
+    scale = loss.scale(x)
     worst = 0.0
     for which in ("student", "teacher"):
         flat = x[which].reshape(len(x[which]), -1)
@@ -63,8 +69,8 @@ def official_is_paper_over_n_power(loss, x) -> float:
     n = len(x["student"])
     power = 2 if loss.loss.name == "rkd_distance_loss" else 3
     plain = {k: v for k, v in x.items() if k not in _KNOBS}
-    paper = loss.variant(convention="paper")(**plain)
-    return compare(loss(**plain), paper / n**power, _EXACT, error_scale(loss.method, plain, "paper") / n**power,
+    paper = loss.variant(convention="paper")
+    return compare(loss(**plain), paper(**plain) / n**power, EXACT, paper.scale(plain) / n**power,
                    f"official vs paper / N^{power}")
 
 
@@ -72,11 +78,11 @@ def weighted_sum_of_the_terms(loss, x) -> float:
     """``rkd_loss`` is ``w_dist · rkd_distance_loss + w_angle · rkd_angle_loss`` with the same knobs."""
     knobs = {k: v for k, v in x.items() if k not in ("w_dist", "w_angle")}
     w_dist, w_angle = x.get("w_dist", 1.0), x.get("w_angle", 2.0)
-    expected = w_dist * loss.variant("rkd_distance_loss")(**knobs)
+    distance, angle = loss.variant("rkd_distance_loss"), loss.variant("rkd_angle_loss")
+    expected = w_dist * distance(**knobs)
     if w_angle > 0:
-        expected = expected + w_angle * loss.variant("rkd_angle_loss")(**knobs)
-    return compare(loss(**x), expected, _EXACT, error_scale(loss.method, x, loss.convention),
-                   "rkd_loss vs its weighted terms")
+        expected = expected + w_angle * angle(**_accepted(angle, knobs))
+    return compare(loss(**x), expected, EXACT, loss.scale(x), "rkd_loss vs its weighted terms")
 
 
 def _inputs(name: str, min_n: int):
@@ -89,21 +95,15 @@ def _smooth(name: str, min_n: int):
     return lambda convention: rkd_inputs(name, convention, min_n=min_n, gradient=True)
 
 
-_ARGS = (Arg("student", "embeddings"), Arg("teacher", "embeddings", like="student", match="batch"))
-
 METHOD = Method(
     name="rkd",
     title="RKD — relational knowledge distillation",
     citation="Park, Kim, Lu, Cho. Relational Knowledge Distillation. CVPR 2019, pp. 3967–3976. arXiv:1904.05068.",
     family="relations",
     losses=(
-        Loss("rkd_distance_loss", ref.rkd_distance_loss, "kdref.torch.rkd:rkd_distance_loss", ref.CONVENTIONS,
-             _ARGS, _inputs("rkd_distance_loss", 2), min_batch=lambda convention: 2),
-        Loss("rkd_angle_loss", ref.rkd_angle_loss, "kdref.torch.rkd:rkd_angle_loss", ref.CONVENTIONS,
-             _ARGS, _inputs("rkd_angle_loss", 1)),
-        Loss("rkd_loss", ref.rkd_loss, "kdref.torch.rkd:rkd_loss", ref.CONVENTIONS,
-             (*_ARGS, Arg("w_dist", "weight"), Arg("w_angle", "weight")), _inputs("rkd_loss", 2),
-             min_batch=lambda convention: 2),
+        Loss(ref.rkd_distance_loss, _inputs("rkd_distance_loss", 2)),
+        Loss(ref.rkd_angle_loss, _inputs("rkd_angle_loss", 1)),
+        Loss(ref.rkd_loss, _inputs("rkd_loss", 2)),
     ),
     properties=(
         PERMUTATION_INVARIANT,

@@ -7,12 +7,9 @@ import numpy as np
 from kdref.proof import compare
 from kdref.records._shared import PERMUTATION_INVARIANT, ZERO_AT_MATCH
 from kdref.reference import sp as ref
-from kdref.registry import Arg, Loss, Method, Property, Tolerance
+from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Property, Tolerance
 from kdref.strategies.sp import sp_inputs
 
-_EXACT = Tolerance(1e-9, 1e-13)
-#: a gradient from the reference side is a finite difference: its error is about ε·scale/h
-_GRADIENT = Tolerance(1e-6, 1e-8)
 #: the trace form's 2b − 2Σcos cancels, and its row norms come from a quadratic form (float64)
 _TRACE = Tolerance(1e-9, 1e-12)
 _L2 = ("sp_loss/paper", "sp_loss/kdzoo", "sp_loss/*distiller")
@@ -22,7 +19,7 @@ def _rows(x) -> list[np.ndarray]:
     return [a.reshape(a.shape[0], -1) for a in [*x["student"], *x["teacher"]]]
 
 
-def _scale(inputs, convention=None) -> float:
+def _scale(inputs, convention) -> float:
     """The size of the rounding error of the loss: the entries of every G lie in [−1, 1] and each
     pair's term is at most 4/b (× b² for the "sum" reduction), summed over the pairs; an entry of G
     errs by about ε · (largest row norm / smallest non-zero row norm), since a small row is divided
@@ -54,9 +51,9 @@ def layer_rescaling_invariance(loss, x) -> float:
     rng = np.random.default_rng(len(x["student"]))
     scaled = {**x, "student": [a * rng.choice([1e-3, 0.5, 7.0, 1e3]) for a in x["student"]],
               "teacher": [a * rng.choice([1e-3, 0.5, 7.0, 1e3]) for a in x["teacher"]]}
-    worst = compare(loss(**scaled), loss(**x), _EXACT, _scale(x), "loss after rescaling every layer")
+    worst = compare(loss(**scaled), loss(**x), EXACT, loss.scale(x), "loss after rescaling every layer")
     for g, a in zip(_split(loss.grad("student", **x), x["student"]), x["student"], strict=True):
-        bound = _GRADIENT.rtol * float(np.sum(np.abs(g * a))) + _GRADIENT.atol * _scale(x)
+        bound = FD_GRADIENT.rtol * float(np.sum(np.abs(g * a))) + FD_GRADIENT.atol * loss.scale(x)
         worst = max(worst, compare(np.sum(g * a), 0.0, Tolerance(0.0, 1.0), bound, "⟨∂L/∂Q_S, Q_S⟩ per layer"))
     return worst
 
@@ -64,7 +61,7 @@ def layer_rescaling_invariance(loss, x) -> float:
 def symmetric_in_student_and_teacher(loss, x) -> float:
     """‖G_T − G_S‖² is symmetric: swapping the student's and the teacher's maps leaves the value unchanged."""
     swapped = {**x, "student": x["teacher"], "teacher": x["student"]}
-    return compare(loss(**swapped), loss(**x), _EXACT, _scale(x), "loss with student and teacher swapped")
+    return compare(loss(**swapped), loss(**x), EXACT, loss.scale(x), "loss with student and teacher swapped")
 
 
 def bounded_by_four_over_b(loss, x) -> float:
@@ -72,7 +69,7 @@ def bounded_by_four_over_b(loss, x) -> float:
     G_T − G_S has squared norm ≤ 4 and each pair's term lies in [0, 4/b] ("batchmean")."""
     value = float(loss(**_without(x, "reduction", "layer_reduction"), layer_reduction="sum", reduction="batchmean"))
     pairs, b = len(x["student"]), x["student"][0].shape[0]
-    if not -_EXACT.atol * _scale(x) <= value <= 4.0 * pairs / b * (1 + _EXACT.rtol):
+    if not -EXACT.atol * loss.scale(x) <= value <= 4.0 * pairs / b * (1 + EXACT.rtol):
         raise AssertionError(f"loss {value} outside [0, 4 · {pairs} pairs / b = {4.0 * pairs / b}]")
     return 0.0
 
@@ -84,8 +81,9 @@ def layer_terms_add_up(loss, x) -> float:
     singles = [loss(**base, student=[s], teacher=[t]) for s, t in zip(x["student"], x["teacher"], strict=True)]
     total = loss(**base, student=x["student"], teacher=x["teacher"], layer_reduction="sum")
     mean = loss(**base, student=x["student"], teacher=x["teacher"], layer_reduction="mean")
-    worst = compare(total, np.sum(singles), _EXACT, _scale(x), "sum over pairs vs the single-pair losses")
-    return max(worst, compare(mean, np.mean(singles), _EXACT, _scale(x), "mean over pairs vs the single-pair losses"))
+    worst = compare(total, np.sum(singles), EXACT, loss.scale(x), "sum over pairs vs the single-pair losses")
+    return max(worst, compare(mean, np.mean(singles), EXACT, loss.scale(x),
+                              "mean over pairs vs the single-pair losses"))
 
 
 def kdzoo_is_paper_over_pairs(loss, x) -> float:
@@ -93,28 +91,28 @@ def kdzoo_is_paper_over_pairs(loss, x) -> float:
     value and gradient."""
     y = _without(x, "layer_reduction")
     paper, pairs = loss.variant(convention="paper"), len(x["student"])
-    worst = compare(loss(**y), paper(**y) / pairs, _EXACT, _scale(x), "kdzoo vs paper / pairs")
-    return max(worst, compare(loss.grad("student", **y), paper.grad("student", **y) / pairs, _GRADIENT, _scale(x),
-                              "gradient kdzoo vs paper / pairs"))
+    worst = compare(loss(**y), paper(**y) / pairs, EXACT, loss.scale(x), "kdzoo vs paper / pairs")
+    return max(worst, compare(loss.grad("student", **y), paper.grad("student", **y) / pairs, FD_GRADIENT,
+                              loss.scale(x), "gradient kdzoo vs paper / pairs"))
 
 
 def sum_is_b_squared_batchmean(loss, x) -> float:
     """torchdistill's two reductions: "sum" is b² × "batchmean"."""
     y = _without(x, "reduction")
     b = x["student"][0].shape[0]
-    return compare(loss(**y, reduction="sum"), b * b * loss(**y, reduction="batchmean"), _EXACT, b * b * _scale(x),
-                   '"sum" vs b² × "batchmean"')
+    return compare(loss(**y, reduction="sum"), b * b * loss(**y, reduction="batchmean"), EXACT,
+                   b * b * loss.scale(x), '"sum" vs b² × "batchmean"')
 
 
 def trace_form_is_gram_form(loss, x) -> float:
     """The trace form b²L = Σ_i (1 + 1 − 2 cos_i) (zero rows contributing their 0 norms) equals the
     Gram form in float64, in value and gradient."""
     y = _without(x, "zero_rows")
-    worst = compare(loss(**y, trace_form=True), loss(**y), _TRACE, _scale(x) ** 2, "trace form vs Gram form")
+    worst = compare(loss(**y, trace_form=True), loss(**y), _TRACE, loss.scale(x) ** 2, "trace form vs Gram form")
     if any(np.any(np.linalg.norm(q, axis=1) == 0) for q in _rows(x)):
         return worst  # the reference's gradient is a finite difference: undefined at a zero row
-    return max(worst, compare(loss.grad("student", **y, trace_form=True), loss.grad("student", **y), _GRADIENT,
-                              _scale(x), "gradient trace form vs Gram form"))
+    return max(worst, compare(loss.grad("student", **y, trace_form=True), loss.grad("student", **y), FD_GRADIENT,
+                              loss.scale(x), "gradient trace form vs Gram form"))
 
 
 METHOD = Method(
@@ -123,9 +121,7 @@ METHOD = Method(
     citation="Tung, Mori. Similarity-Preserving Knowledge Distillation. ICCV 2019. arXiv:1907.09682.",
     family="relations",
     losses=(
-        Loss("sp_loss", ref.sp_loss, "kdref.torch.sp:sp_loss", ref.CONVENTIONS,
-             (Arg("student", "embeddings_list"), Arg("teacher", "embeddings_list")),
-             lambda convention, gradient: sp_inputs(convention, gradient=gradient)),
+        Loss(ref.sp_loss, lambda convention, gradient: sp_inputs(convention, gradient=gradient)),
     ),
     properties=(
         PERMUTATION_INVARIANT,

@@ -3,6 +3,15 @@
 Imports NumPy only, never torch, so it serves as a correctness oracle for code in any framework.
 """
 
-from kdref.reference import at, cc, dml, fitnet, fsp, irg, logits, nst, pkt, rkd, sp, st
+import importlib
+import pkgutil
 
-__all__ = ["at", "cc", "dml", "fitnet", "fsp", "irg", "logits", "nst", "pkt", "rkd", "sp", "st"]
+#: one module per method, found in this package (no list to edit when a method is added)
+__all__ = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def __getattr__(name: str):
+    # ``kdref.reference.st`` after ``import kdref.reference``: each method's module is imported on first use
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

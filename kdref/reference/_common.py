@@ -5,7 +5,7 @@ Each helper exists once here; the method modules import them. NumPy only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -196,3 +196,54 @@ def resize_bilinear(x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     rows = _bilinear_weights(x.shape[2], out_hw[0])
     cols = _bilinear_weights(x.shape[3], out_hw[1])
     return np.einsum("ih,nchw,jw->ncij", rows, x, cols)
+
+
+class _NumpyBackend:
+    """The facts about NumPy arrays that :mod:`kdref.declaration` validates with."""
+
+    name = "reference"
+
+    @staticmethod
+    def as_array(name: str, x) -> np.ndarray:
+        if _is_torch_tensor(x):
+            raise TypeError(f"{name} must be a NumPy array for kdref.reference, got {type(x).__module__}."
+                            f"{type(x).__name__}; use kdref.torch for tensors")
+        return np.asarray(x)
+
+    @staticmethod
+    def is_floating(x: np.ndarray) -> bool:
+        return np.issubdtype(x.dtype, np.floating)
+
+    @staticmethod
+    def is_integer(x: np.ndarray) -> bool:
+        return np.issubdtype(x.dtype, np.integer)
+
+    @staticmethod
+    def device(x: np.ndarray) -> None:
+        return None
+
+    @staticmethod
+    def all_finite(x: np.ndarray) -> bool:
+        return bool(np.all(np.isfinite(x)))
+
+    @staticmethod
+    def value_range(x: np.ndarray) -> tuple[float, float] | None:
+        return (x.min().item(), x.max().item()) if x.size else None
+
+    @staticmethod
+    def as_mapping(name: str, x) -> dict:
+        if not isinstance(x, Mapping):
+            raise TypeError(f"{name} must be a mapping of names to arrays, got {type(x).__name__}")
+        return dict(x)
+
+    @staticmethod
+    def flatten(x: np.ndarray) -> np.ndarray:
+        return x.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def as_index(x: np.ndarray) -> np.ndarray:
+        return x
+
+
+#: the NumPy side, for ``@DECLARATION.implement(NUMPY)``
+NUMPY = _NumpyBackend()

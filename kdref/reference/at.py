@@ -21,94 +21,28 @@ resampling rule is chosen. The teacher is a constant.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import numpy as np
 
-from kdref._scalars import check_real
-from kdref.conventions import Conventions
-from kdref.reference._common import (
-    adaptive_pool2d,
-    as_float_array,
-    check_same_batch,
-    check_sequence,
-    l2_normalize,
-    reduce_batch,
-    resize_bilinear,
-)
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY, adaptive_pool2d, l2_normalize, reduce_batch, resize_bilinear
 
 __all__ = [
-    "CONVENTIONS",
-    "MULTI_CONVENTIONS",
+    "AT_LOSS",
+    "AT_LOSS_MULTI",
     "SPATIAL_RULES",
     "at_distance",
     "at_loss",
     "at_loss_multi",
     "attention_map",
     "attention_pair",
-    "check_hyperparameters",
+    "beta_factor",
     "common_size",
     "normalized_attention",
 ]
 
 #: how a student/teacher pair of different spatial sizes is brought to one size
 SPATIAL_RULES = ("error", "avgpool_features", "avgpool_map", "interp_map")
-
-_DEFAULTS = {
-    "channel_reduce": "sum",
-    "use_abs": True,
-    "eps": 1e-12,
-    "eps_mode": "clamp",
-    "distance": "norm",
-    "p_norm": 2.0,
-    "halve_beta": True,
-    "spatial": "error",
-    "reduction": "mean",
-}
-_PRESETS = {
-    "paper": {},
-    "official": {"channel_reduce": "mean", "use_abs": False, "distance": "sq_mean", "halve_beta": False},
-    "kdzoo": {"eps": 1e-6, "eps_mode": "add", "distance": "sq_mean", "halve_beta": False},
-    "torchdistill_paper": {"use_abs": False, "halve_beta": False},
-}
-_ALIASES = {"torchdistill_code": "official", "repdistiller": "official", "mdistiller": "official"}
-_DESCRIPTIONS = {
-    "paper": "eq. 2: (β/2)·‖Q̂_S − Q̂_T‖₂ per example (not squared), F = Σ_c |A_c|^p, mean over the batch",
-    "official": "szagoruyko/attention-transfer at_loss: mean over batch and positions of (Q̂_S − Q̂_T)², "
-                "F = mean_c A_c^p; the published runs multiply it by β = 1000 (= torchdistill mode 'code', "
-                "RepDistiller, mdistiller)",
-    "kdzoo": "KD-Zoo AT: F.mse_loss of Q/(‖Q‖ + 1e-6), F = Σ_c |A_c|^p",
-    "torchdistill_paper": "torchdistill ATLoss(mode='paper'): ‖Q̂_S − Q̂_T‖₂ per example, mean over the batch "
-                          "(= paper with β = 2)",
-}
-_CHOICES = {
-    "channel_reduce": ("sum", "mean"),
-    "use_abs": (True, False),
-    "eps_mode": ("clamp", "add"),
-    "distance": ("norm", "sq_sum", "sq_mean"),
-    "halve_beta": (True, False),
-    "spatial": SPATIAL_RULES,
-    "reduction": ("mean", "sum", "none"),
-}
-
-CONVENTIONS = Conventions(
-    loss="at_loss", defaults=_DEFAULTS, presets=_PRESETS, aliases=_ALIASES, default="paper",
-    descriptions=_DESCRIPTIONS, choices=_CHOICES,
-)
-
-MULTI_CONVENTIONS = Conventions(
-    loss="at_loss_multi",
-    defaults={**_DEFAULTS, "reduce_layers": "sum"},
-    presets={**_PRESETS, "kdzoo": {**_PRESETS["kdzoo"], "reduce_layers": "mean"}},
-    aliases=_ALIASES,
-    default="paper",
-    descriptions={**_DESCRIPTIONS,
-                  "paper": _DESCRIPTIONS["paper"] + "; summed over the layer pairs",
-                  "official": _DESCRIPTIONS["official"] + "; summed over the layer pairs",
-                  "kdzoo": _DESCRIPTIONS["kdzoo"] + "; averaged over the layer pairs, as KD-Zoo's training script",
-                  "torchdistill_paper": _DESCRIPTIONS["torchdistill_paper"] + "; summed over the layer pairs"},
-    choices={**_CHOICES, "reduce_layers": ("sum", "mean")},
-)
 
 
 def attention_map(A: np.ndarray, p: float = 2.0, channel_reduce: str = "sum", use_abs: bool = True) -> np.ndarray:
@@ -170,7 +104,7 @@ def attention_pair(
       *map*. Not the same as pooling features: :math:`F` is not linear.
     - ``"interp_map"``: the maps at full resolution, the smaller one resized bilinearly
       (``align_corners=False``) to the larger size.
-    - ``"error"``: different sizes are refused (checked by the caller).
+    - ``"error"``: different sizes are refused (by the losses' declared check).
 
     Adaptive pooling uses PyTorch's windows, ``[⌊i·H/h⌋, ⌈(i+1)·H/h⌉)``: they overlap when the
     ratio is not an integer.
@@ -207,73 +141,151 @@ def at_distance(Qs_hat: np.ndarray, Qt_hat: np.ndarray, distance: str = "norm", 
     return squared / delta.shape[1] if distance == "sq_mean" else squared
 
 
+def beta_factor(beta: float, halve_beta: bool) -> float:
+    """β, halved where the convention keeps Eq. (2)'s β/2 (shared with kdref.torch.at)."""
+    return beta / 2 if halve_beta else beta
+
+
+def _pair_distance(fm_s: np.ndarray, fm_t: np.ndarray, *, p: float, channel_reduce: str, use_abs: bool, eps: float,
+                   eps_mode: str, distance: str, p_norm: float, spatial: str) -> np.ndarray:
+    """The distance of one layer pair's normalised maps per example, ``[N]``."""
+    Q_s, Q_t = attention_pair(fm_s, fm_t, p=p, channel_reduce=channel_reduce, use_abs=use_abs, spatial=spatial)
+    Qs_hat, Qt_hat = (normalized_attention(Q, eps, eps_mode) for Q in (Q_s, Q_t))
+    return at_distance(Qs_hat, Qt_hat, distance, p_norm)
+
+
 # ---------------------------------------------------------------------------------------------
-# Checks shared by the single-pair and the multi-layer loss
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
 
 
-def check_hyperparameters(p, beta, knobs: Mapping) -> tuple[float, float]:
-    """``p``, ``beta`` and the numeric knobs, checked once for both sides (pure Python)."""
-    p = check_real("p", p, low=1.0)
-    beta = check_real("beta", beta, low=0.0)
-    if not knobs["use_abs"] and p != math.floor(p):
+def _check_knob_rules(knobs) -> None:
+    """Rules between knobs that no single knob's range states."""
+    if not knobs["use_abs"] and knobs["p"] != math.floor(knobs["p"]):
         raise ValueError(f"p must be an integer when use_abs=False (A^p of a negative activation is not real "
-                         f"for p = {p}); pass use_abs=True")
-    eps = check_real("eps", knobs["eps"], low=0.0)
-    if eps == 0:
+                         f"for p = {knobs['p']}); pass use_abs=True")
+    if knobs["eps"] == 0:
         raise ValueError("eps must be > 0: a zero map has no direction, and eps defines what it becomes")
-    check_real("p_norm", knobs["p_norm"], low=1.0)
     if knobs["distance"] != "norm" and knobs["p_norm"] != 2:
         raise ValueError(f"p_norm applies to distance='norm' only; distance={knobs['distance']!r} is the squared "
                          f"l2 distance, got p_norm={knobs['p_norm']}")
-    return p, beta
 
 
-def _check_pair(name_s: str, fm_s, name_t: str, fm_t, spatial: str) -> tuple[np.ndarray, np.ndarray]:
-    fm_s = as_float_array(name_s, fm_s, ndim=4)
-    fm_t = as_float_array(name_t, fm_t, ndim=4)
-    check_same_batch(name_t, fm_t, name_s, fm_s)
-    if spatial == "error" and fm_t.shape[2:] != fm_s.shape[2:]:
+def _check_spatial(name_s: str, fm_s, name_t: str, fm_t, spatial: str) -> None:
+    hw_s, hw_t = tuple(fm_s.shape[2:]), tuple(fm_t.shape[2:])
+    if spatial == "error" and hw_t != hw_s:
         raise ValueError(
-            f"{name_t} must have the spatial size of {name_s} {fm_s.shape[2:]}, got {fm_t.shape[2:]}; the paper "
-            f"transfers attention between layers of equal resolution. To compare other sizes choose a rule: "
+            f"{name_t} must have the spatial size of {name_s} {hw_s}, got {hw_t}; the paper transfers attention "
+            f"between layers of equal resolution. To compare other sizes choose a rule: "
             f"spatial='avgpool_features' (RepDistiller), 'avgpool_map' or 'interp_map'"
         )
-    return fm_s, fm_t
 
 
-def _pair_distance(fm_s: np.ndarray, fm_t: np.ndarray, p: float, knobs: Mapping) -> np.ndarray:
-    Q_s, Q_t = attention_pair(fm_s, fm_t, p=p, channel_reduce=knobs["channel_reduce"], use_abs=knobs["use_abs"],
-                              spatial=knobs["spatial"])
-    Qs_hat, Qt_hat = (normalized_attention(Q, knobs["eps"], knobs["eps_mode"]) for Q in (Q_s, Q_t))
-    return at_distance(Qs_hat, Qt_hat, knobs["distance"], knobs["p_norm"])
+def _check_pair(arguments, knobs) -> None:
+    _check_knob_rules(knobs)
+    _check_spatial("fm_s", arguments["fm_s"], "fm_t", arguments["fm_t"], knobs["spatial"])
 
 
-def beta_factor(beta: float, knobs: Mapping) -> float:
-    """β, halved where the convention keeps Eq. (2)'s β/2 (shared with kdref.torch.at)."""
-    return beta / 2 if knobs["halve_beta"] else beta
+def _check_layers(arguments, knobs) -> None:
+    """Every pair as :func:`_check_pair`; every student map shares the first one's batch size,
+    dtype and device (the declaration compares each teacher map with its student map only); one
+    weight per pair, as a list (the ``"weights"`` kind also takes one number for all)."""
+    _check_knob_rules(knobs)
+    weights, count = arguments["weights"], len(arguments["fms_s"])
+    if weights is not None and not isinstance(weights, list):
+        raise TypeError(f"weights must be a list or tuple of numbers, one per layer pair, got {type(weights).__name__}")
+    if weights is not None and len(weights) != count:
+        raise ValueError(f"weights must hold one weight per layer pair ({count}), got {len(weights)}")
+    first = arguments["fms_s"][0]
+    for j, (fm_s, fm_t) in enumerate(zip(arguments["fms_s"], arguments["fms_t"], strict=True)):
+        if getattr(fm_s, "device", None) != getattr(first, "device", None):
+            raise ValueError(f"fms_s[{j}] must be on the device of fms_s[0] ({first.device}), got {fm_s.device}")
+        if fm_s.shape[0] != first.shape[0]:
+            raise ValueError(f"fms_s[{j}] must have the batch size of fms_s[0] ({first.shape[0]}), "
+                             f"got shape {tuple(fm_s.shape)}")
+        if fm_s.dtype != first.dtype:
+            raise TypeError(f"fms_s[{j}] must have the dtype of fms_s[0] ({first.dtype}), got {fm_s.dtype}")
+        _check_spatial(f"fms_s[{j}]", fm_s, f"fms_t[{j}]", fm_t, knobs["spatial"])
+
+
+_KNOBS = (
+    Knob("p", 2.0, "exponent of the map, :math:`F = \\sum_c|A_c|^p` (an integer when ``use_abs=False``)", low=1.0),
+    Knob("beta", 1.0, "the weight :math:`\\beta`: the value is multiplied by :math:`\\beta/2` (``halve_beta``, "
+         "eq. 2) or by :math:`\\beta`. The paper sets :math:`\\beta=10^3/(HWN)`; the released code multiplies the "
+         "``\"official\"`` value by 1000", low=0.0),
+    Knob("channel_reduce", "sum", "the channel sum :math:`\\sum_c` (§3.1) or the mean (official code)",
+         choices=("sum", "mean")),
+    Knob("use_abs", True, ":math:`|A_c|^p` (True) or :math:`A_c^p` (False)", choices=(True, False)),
+    Knob("eps", 1e-12, "the normaliser's :math:`\\epsilon`, > 0", low=0.0),
+    Knob("eps_mode", "clamp", "``\"clamp\"`` divides by :math:`\\max(\\lVert Q\\rVert,\\epsilon)`, ``\"add\"`` by "
+         ":math:`\\lVert Q\\rVert+\\epsilon`", choices=("clamp", "add")),
+    Knob("distance", "norm", "eq. 2's norm, or the squared distance summed or averaged over positions (official), "
+         "see :func:`at_distance`", choices=("norm", "sq_sum", "sq_mean")),
+    Knob("p_norm", 2.0, "the norm type of ``distance=\"norm\"`` (eq. 2's :math:`p`, 2 in the experiments); 2 for "
+         "the squared distances", low=1.0),
+    Knob("halve_beta", True, "multiply by :math:`\\beta/2` instead of :math:`\\beta`", choices=(True, False)),
+    Knob("spatial", "error", "how maps of different spatial sizes are matched (``\"error\"``: refused), see "
+         ":func:`attention_pair`", choices=SPATIAL_RULES),
+    Knob("reduction", "mean", "over the batch", choices=("mean", "sum", "none")),
+)
+_PRESETS = {
+    "paper": {},
+    "official": {"channel_reduce": "mean", "use_abs": False, "distance": "sq_mean", "halve_beta": False},
+    "kdzoo": {"eps": 1e-6, "eps_mode": "add", "distance": "sq_mean", "halve_beta": False},
+    "torchdistill_paper": {"use_abs": False, "halve_beta": False},
+}
+_DESCRIPTIONS = {
+    "paper": "eq. 2: (β/2)·‖Q̂_S − Q̂_T‖₂ per example (not squared), F = Σ_c |A_c|^p, mean over the batch",
+    "official": "szagoruyko/attention-transfer at_loss: mean over batch and positions of (Q̂_S − Q̂_T)², "
+                "F = mean_c A_c^p; the published runs multiply it by β = 1000 (= torchdistill mode 'code', "
+                "RepDistiller, mdistiller)",
+    "kdzoo": "KD-Zoo AT: F.mse_loss of Q/(‖Q‖ + 1e-6), F = Σ_c |A_c|^p",
+    "torchdistill_paper": "torchdistill ATLoss(mode='paper'): ‖Q̂_S − Q̂_T‖₂ per example, mean over the batch "
+                          "(= paper with β = 2)",
+}
+
+AT_LOSS = Declaration(
+    name="at_loss",
+    args=(
+        Arg("fm_s", "features", "student activations :math:`A_S`"),
+        Arg("fm_t", "features", "teacher activations :math:`A_T`, a constant; :math:`C_T` may differ from "
+            ":math:`C_S`, and the spatial size too under a ``spatial`` rule", like="fm_s", match="batch"),
+    ),
+    knobs=_KNOBS,
+    presets=_PRESETS,
+    aliases={"torchdistill_code": "official", "repdistiller": "official", "mdistiller": "official"},
+    descriptions=_DESCRIPTIONS,
+    check=_check_pair,
+)
+
+AT_LOSS_MULTI = AT_LOSS.derive(
+    "at_loss_multi",
+    args=(
+        Arg("fms_s", "features_list", "student activations, one ``[N, C_S^j, H_j, W_j]`` per layer pair, of one "
+            "batch size"),
+        Arg("fms_t", "features_list", "teacher activations, one per student map (constants)", like="fms_s",
+            match="batch"),
+        Arg("weights", "weights", "per-pair weights :math:`w_j`, a list with one per layer pair (torchdistill's "
+            "per-pair ``weight``); all 1 when not given", optional=True),
+    ),
+    knobs=(*_KNOBS, Knob("reduce_layers", "sum", "sum over the layer pairs, or their mean (KD-Zoo averages its "
+                         "three pairs)", choices=("sum", "mean"))),
+    presets={**_PRESETS, "kdzoo": {**_PRESETS["kdzoo"], "reduce_layers": "mean"}},
+    descriptions={**_DESCRIPTIONS,
+                  "paper": _DESCRIPTIONS["paper"] + "; summed over the layer pairs",
+                  "official": _DESCRIPTIONS["official"] + "; summed over the layer pairs",
+                  "kdzoo": _DESCRIPTIONS["kdzoo"] + "; averaged over the layer pairs, as KD-Zoo's training script",
+                  "torchdistill_paper": _DESCRIPTIONS["torchdistill_paper"] + "; summed over the layer pairs"},
+    check=_check_layers,
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # The losses
 
 
-def at_loss(
-    fm_s: np.ndarray,
-    fm_t: np.ndarray,
-    *,
-    p: float = 2.0,
-    beta: float = 1.0,
-    convention: str | None = None,
-    channel_reduce: str | None = None,
-    use_abs: bool | None = None,
-    eps: float | None = None,
-    eps_mode: str | None = None,
-    distance: str | None = None,
-    p_norm: float | None = None,
-    halve_beta: bool | None = None,
-    spatial: str | None = None,
-    reduction: str | None = None,
-):
+@AT_LOSS.implement(NUMPY)
+def at_loss(fm_s: np.ndarray, fm_t: np.ndarray, *, p: float, beta: float, channel_reduce: str, use_abs: bool,
+            eps: float, eps_mode: str, distance: str, p_norm: float, halve_beta: bool, spatial: str, reduction: str):
     r"""Attention-transfer loss of one student/teacher layer pair.
 
     .. math::
@@ -282,28 +294,6 @@ def at_loss(
         \mathcal L_{\text{official}} = \beta\cdot\frac{1}{N\,M}\sum_{n=1}^{N}\lVert\hat Q_{S,n}-\hat Q_{T,n}\rVert_2^2,
 
     with :math:`\hat Q = \mathrm{vec}(F(A))/\lVert\mathrm{vec}(F(A))\rVert` and :math:`M` positions.
-
-    Args:
-      fm_s: student activations :math:`A_S`, ``[N, C_S, H, W]``.
-      fm_t: teacher activations :math:`A_T`, ``[N, C_T, H, W]`` (a constant; :math:`C_T` may
-        differ from :math:`C_S`).
-      p: exponent of the map, :math:`F = \sum_c|A_c|^p`, ``p >= 1`` (an integer when ``use_abs=False``).
-      beta: the weight :math:`\beta`; the value is multiplied by :math:`\beta/2` (``halve_beta``,
-        eq. 2) or by :math:`\beta`. The paper sets :math:`\beta=10^3/(HWN)`; the released code
-        multiplies the ``"official"`` value by 1000.
-      convention: ``"paper"`` (default), ``"official"`` (aliases ``"torchdistill_code"``,
-        ``"repdistiller"``, ``"mdistiller"``), ``"kdzoo"`` or ``"torchdistill_paper"``.
-      channel_reduce: ``"sum"`` or ``"mean"`` over channels in the map.
-      use_abs: :math:`|A|^p` (True) or :math:`A^p` (False).
-      eps: the normaliser's :math:`\epsilon`, ``> 0``.
-      eps_mode: ``"clamp"`` (:math:`Q/\max(\lVert Q\rVert,\epsilon)`) or ``"add"``
-        (:math:`Q/(\lVert Q\rVert+\epsilon)`).
-      distance: ``"norm"`` (eq. 2), ``"sq_sum"`` or ``"sq_mean"`` (official), see :func:`at_distance`.
-      p_norm: the norm type of ``distance="norm"`` (eq. 2's :math:`p`, 2 in the experiments).
-      halve_beta: multiply by :math:`\beta/2` instead of :math:`\beta`.
-      spatial: ``"error"`` (sizes must match), ``"avgpool_features"``, ``"avgpool_map"`` or
-        ``"interp_map"``, see :func:`attention_pair`.
-      reduction: ``"mean"`` over the batch, ``"sum"`` or ``"none"``.
 
     Returns:
       a float, or ``[N]`` for ``reduction="none"``.
@@ -326,51 +316,23 @@ def at_loss(
 
     .. seealso:: :func:`at_loss_multi`, the sum over several layer pairs.
     """
-    knobs = CONVENTIONS.resolve(
-        convention, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps, eps_mode=eps_mode, distance=distance,
-        p_norm=p_norm, halve_beta=halve_beta, spatial=spatial, reduction=reduction,
-    )
-    p, beta = check_hyperparameters(p, beta, knobs)
-    fm_s, fm_t = _check_pair("fm_s", fm_s, "fm_t", fm_t, knobs["spatial"])
-    return beta_factor(beta, knobs) * reduce_batch(_pair_distance(fm_s, fm_t, p, knobs), knobs["reduction"])
+    per_example = _pair_distance(fm_s, fm_t, p=p, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps,
+                                 eps_mode=eps_mode, distance=distance, p_norm=p_norm, spatial=spatial)
+    return beta_factor(beta, halve_beta) * reduce_batch(per_example, reduction)
 
 
-def at_loss_multi(
-    fms_s,
-    fms_t,
-    weights=None,
-    *,
-    p: float = 2.0,
-    beta: float = 1.0,
-    convention: str | None = None,
-    channel_reduce: str | None = None,
-    use_abs: bool | None = None,
-    eps: float | None = None,
-    eps_mode: str | None = None,
-    distance: str | None = None,
-    p_norm: float | None = None,
-    halve_beta: bool | None = None,
-    spatial: str | None = None,
-    reduction: str | None = None,
-    reduce_layers: str | None = None,
-):
+@AT_LOSS_MULTI.implement(NUMPY)
+def at_loss_multi(fms_s: list[np.ndarray], fms_t: list[np.ndarray], weights: list[float] | None, *, p: float,
+                  beta: float, channel_reduce: str, use_abs: bool, eps: float, eps_mode: str, distance: str,
+                  p_norm: float, halve_beta: bool, spatial: str, reduction: str, reduce_layers: str):
     r"""Attention transfer at several layer pairs :math:`j\in\mathcal I` (eq. 2's sum over :math:`j`).
 
     .. math::
         \mathcal L = \frac\beta2\cdot\frac1N\sum_{n=1}^{N}\ \sum_{j\in\mathcal I} w_j\,
         \lVert\hat Q^j_{S,n}-\hat Q^j_{T,n}\rVert_2 \quad\text{(paper)},
 
-    the per-pair distance and factor as in :func:`at_loss`; ``reduce_layers="mean"`` divides the
-    sum over pairs by their number :math:`|\mathcal I|` (KD-Zoo averages its three pairs).
-
-    Args:
-      fms_s: student activations, a list of ``[N, C_S^j, H_j, W_j]``.
-      fms_t: teacher activations, a list of the same length, ``[N, C_T^j, H_j, W_j]``.
-      weights: per-pair weights :math:`w_j \ge 0` (torchdistill's per-pair ``weight``), default 1.
-      reduce_layers: ``"sum"`` or ``"mean"`` over the pairs.
-      p, beta, convention: as :func:`at_loss`, applied to every pair.
-      channel_reduce, use_abs, eps, eps_mode, distance, p_norm, halve_beta, spatial, reduction: the
-        knobs of :func:`at_loss`, applied to every pair.
+    the per-pair distance and factor as in :func:`at_loss`, every knob applied to every pair;
+    ``reduce_layers="mean"`` divides the sum over pairs by their number :math:`|\mathcal I|`.
 
     Returns:
       a float, or ``[N]`` for ``reduction="none"``.
@@ -384,33 +346,11 @@ def at_loss_multi(
       >>> print(f"{at_loss_multi([FS], [FT], convention='official'):.8f}")
       0.21164738
     """
-    knobs = MULTI_CONVENTIONS.resolve(
-        convention, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps, eps_mode=eps_mode, distance=distance,
-        p_norm=p_norm, halve_beta=halve_beta, spatial=spatial, reduction=reduction, reduce_layers=reduce_layers,
-    )
-    p, beta = check_hyperparameters(p, beta, knobs)
-    fms_s = check_sequence("fms_s", fms_s)
-    fms_t = check_sequence("fms_t", fms_t)
-    if len(fms_t) != len(fms_s):
-        raise ValueError(f"fms_t must hold one teacher map per student map ({len(fms_s)}), got {len(fms_t)}")
-    weights = _check_weights(weights, len(fms_s))
+    weights = [1.0] * len(fms_s) if weights is None else weights
     total = 0.0
-    for j, (fm_s, fm_t) in enumerate(zip(fms_s, fms_t, strict=True)):
-        fm_s, fm_t = _check_pair(f"fms_s[{j}]", fm_s, f"fms_t[{j}]", fm_t, knobs["spatial"])
-        if j == 0:
-            first = fm_s
-        else:
-            check_same_batch(f"fms_s[{j}]", fm_s, "fms_s[0]", first)
-        total = total + weights[j] * _pair_distance(fm_s, fm_t, p, knobs)
-    if knobs["reduce_layers"] == "mean":
+    for w, fm_s, fm_t in zip(weights, fms_s, fms_t, strict=True):
+        total = total + w * _pair_distance(fm_s, fm_t, p=p, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps,
+                                           eps_mode=eps_mode, distance=distance, p_norm=p_norm, spatial=spatial)
+    if reduce_layers == "mean":
         total = total / len(fms_s)
-    return beta_factor(beta, knobs) * reduce_batch(total, knobs["reduction"])
-
-
-def _check_weights(weights, count: int) -> list[float]:
-    if weights is None:
-        return [1.0] * count
-    weights = check_sequence("weights", weights)
-    if len(weights) != count:
-        raise ValueError(f"weights must hold one weight per layer pair ({count}), got {len(weights)}")
-    return [check_real(f"weights[{j}]", w, low=0.0) for j, w in enumerate(weights)]
+    return beta_factor(beta, halve_beta) * reduce_batch(total, reduction)

@@ -29,28 +29,19 @@ samples' residuals): :func:`cc_adjacent_residual_loss`.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from kdref._scalars import check_real
-from kdref.conventions import Conventions
-from kdref.reference._common import (
-    as_embeddings,
-    check_min_batch,
-    check_same_batch,
-    l2_normalize,
-    pairwise_sq_distances,
-)
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY, l2_normalize, pairwise_sq_distances
 
 __all__ = [
-    "ADJACENT_CONVENTIONS",
-    "CONVENTIONS",
+    "CC_ADJACENT_RESIDUAL_LOSS",
+    "CC_LOSS",
     "adjacent_residuals",
     "bilinear_kernel",
     "cc_adjacent_residual_loss",
     "cc_loss",
-    "check_knob_values",
     "congruence",
     "correlation_matrix",
     "gaussian_kernel",
@@ -58,47 +49,6 @@ __all__ = [
     "normalized_rows",
     "taylor_coefficients",
 ]
-
-CONVENTIONS = Conventions(
-    loss="cc_loss",
-    defaults={
-        "kernel": "gaussian_taylor", "gamma": 0.4, "P": 2, "normalize": True, "norm": "fro_sq",
-        "reduction": "batchmean", "eps": 1e-12, "zero_rows": "mask_grad",
-    },
-    presets={
-        "paper": {},
-        "kdzoo": {"zero_rows": "keep"},
-        "torchdistill": {"normalize": False, "norm": "fro"},
-    },
-    default="paper",
-    descriptions={
-        "paper": "rows L2-normalised, Gaussian RBF as its Taylor series (γ = 0.4, P = 2), squared Frobenius "
-                 "distance ÷ n² (reconstructed); an all-zero row gets zero gradient",
-        "kdzoo": "KD-Zoo CC: the paper's value; F.normalize's clamped norm, so an all-zero row's gradient is "
-                 "~1/ε (1e12) times its upstream",
-        "torchdistill": "torchdistill CCKDLoss: no normalisation (the series is a polynomial kernel of raw dot "
-                        "products), Frobenius norm not squared, ÷ n² (batchmean)",
-    },
-    choices={
-        "kernel": ("gaussian_taylor", "gaussian_exact", "bilinear"),
-        "normalize": (True, False),
-        "norm": ("fro_sq", "fro"),
-        "reduction": ("batchmean", "sum"),
-        "zero_rows": ("mask_grad", "keep"),
-    },
-)
-
-ADJACENT_CONVENTIONS = Conventions(
-    loss="cc_adjacent_residual_loss",
-    defaults={"reduction": "mean"},
-    presets={"repdistiller": {}},
-    default="repdistiller",
-    descriptions={
-        "repdistiller": "the authors' code as relayed by RepDistiller (Correlation): mean over the n − 1 adjacent "
-                        "pairs of ⟨|f_i^S − f_i^T|, |f_{i+1}^S − f_{i+1}^T|⟩",
-    },
-    choices={"reduction": ("mean", "sum")},
-)
 
 
 def normalized_rows(F: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -200,49 +150,106 @@ def congruence(C_S: np.ndarray, C_T: np.ndarray, *, norm: str = "fro_sq", reduct
     return distance / difference.size if reduction == "batchmean" else distance
 
 
-def _check_integer(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
+def adjacent_residuals(F_S: np.ndarray, F_T: np.ndarray) -> np.ndarray:
+    r"""The products of neighbouring samples' absolute residuals, one per adjacent pair:
+
+    .. math:: \Delta=\lvert F_S-F_T\rvert,\qquad r_i=\sum_d\Delta_{i,d}\,\Delta_{i+1,d},
+              \quad i=1,\dots,n-1.
+
+    Returns:
+      ``[n - 1]``.
+    """
+    delta = np.abs(F_S - F_T)
+    return np.sum(delta[:-1] * delta[1:], axis=1)
 
 
-def check_knob_values(knobs) -> tuple[float, int, float]:
-    """The resolved numeric knobs, checked: ``gamma`` finite and > 0, ``P`` an integer ≥ 1,
-    ``eps`` > 0 (shared with :mod:`kdref.torch.cc`)."""
-    gamma = check_real("gamma", knobs["gamma"], low=0.0)
-    if gamma <= 0:
-        raise ValueError(f"gamma must be > 0, got {gamma}")
-    P = _check_integer("P", knobs["P"], 1)
-    eps = check_real("eps", knobs["eps"], low=0.0)
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    return gamma, P, eps
+# ---------------------------------------------------------------------------------------------
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
 
 
-def check_convention(convention) -> None:
-    """``"repdistiller"`` names the other loss of the method: say so instead of 'unknown'."""
-    if convention == "repdistiller":
-        raise ValueError("convention 'repdistiller' is RepDistiller's adjacent-pair loss, a different function: "
-                         "use cc_adjacent_residual_loss; cc_loss's conventions are "
-                         + ", ".join(repr(n) for n in CONVENTIONS.names))
+def _check_positive_scales(arguments, knobs) -> None:
+    """γ and ε are scales: 0 is refused too (the declared range is closed)."""
+    for name in ("gamma", "eps"):
+        if knobs[name] <= 0:
+            raise ValueError(f"{name} must be > 0, got {knobs[name]}")
 
 
-def cc_loss(
-    student: np.ndarray,
-    teacher: np.ndarray,
-    *,
-    convention: str | None = None,
-    kernel: str | None = None,
-    gamma: float | None = None,
-    P: int | None = None,
-    normalize: bool | None = None,
-    norm: str | None = None,
-    reduction: str | None = None,
-    eps: float | None = None,
-    zero_rows: str | None = None,
-) -> float:
+def _check_equal_widths(arguments, knobs) -> None:
+    """The residual f_S − f_T pairs each student entry with a teacher entry (the flattened widths)."""
+    student, teacher = arguments["student"], arguments["teacher"]
+    if teacher.shape[1] != student.shape[1]:
+        raise ValueError(f"teacher must have the width of student ({student.shape[1]}) for the residual "
+                         f"f_S − f_T, got {teacher.shape[1]}")
+
+
+CC_LOSS = Declaration(
+    name="cc_loss",
+    args=(
+        Arg("student", "embeddings", "student features :math:`F_S` (every axis after the first is one vector "
+            "per sample)"),
+        Arg("teacher", "embeddings", "teacher features :math:`F_T`, a constant target; its width may differ "
+            "from the student's", like="student", match="batch"),
+    ),
+    knobs=(
+        Knob("kernel", "gaussian_taylor", "the kernel :math:`\\varphi` (see :func:`correlation_matrix`)",
+             choices=("gaussian_taylor", "gaussian_exact", "bilinear")),
+        Knob("gamma", 0.4, "the Gaussian's :math:`\\gamma` (0 excluded)", low=0.0),
+        Knob("P", 2, "the Taylor order (:math:`P=0` would be a constant kernel)", low=1, integer=True),
+        Knob("normalize", True, ":math:`\\ell_2`-normalise each row before the kernel", choices=(True, False)),
+        Knob("norm", "fro_sq", "``\"fro_sq\"`` (squared Frobenius, the paper) or ``\"fro\"`` (torchdistill); "
+             "``\"fro\"`` is not differentiable where :math:`C_T=C_S`, and kdref's torch gradient there is 0 "
+             "(a valid subgradient: the loss is at its minimum), as ``torch.dist``'s is",
+             choices=("fro_sq", "fro")),
+        Knob("reduction", "batchmean", "``\"batchmean\"`` (:math:`\\div n^2`, over all entries) or ``\"sum\"``",
+             choices=("batchmean", "sum")),
+        Knob("eps", 1e-12, "the normalisation's :math:`\\epsilon` in :math:`f/\\max(\\lVert f\\rVert,\\epsilon)` "
+             "(0 excluded)", low=0.0),
+        Knob("zero_rows", "mask_grad", "the gradient at a row with :math:`\\lVert f_i\\rVert<\\epsilon` (where "
+             "the normalised row is :math:`f_i/\\epsilon\\approx 0` and the paper's :math:`f/\\lVert f\\rVert` is "
+             "undefined); the value is the same either way. ``\"mask_grad\"`` treats the row as a constant (zero "
+             "gradient), ``\"keep\"`` differentiates :math:`f_i/\\epsilon`, a gradient :math:`1/\\epsilon` times "
+             "the upstream one, as ``F.normalize`` does. Only the torch side has gradients",
+             choices=("mask_grad", "keep")),
+    ),
+    presets={
+        "paper": {},
+        "kdzoo": {"zero_rows": "keep"},
+        "torchdistill": {"normalize": False, "norm": "fro"},
+    },
+    descriptions={
+        "paper": "rows L2-normalised, Gaussian RBF as its Taylor series (γ = 0.4, P = 2), squared Frobenius "
+                 "distance ÷ n² (reconstructed); an all-zero row gets zero gradient",
+        "kdzoo": "KD-Zoo CC: the paper's value; F.normalize's clamped norm, so an all-zero row's gradient is "
+                 "~1/ε (1e12) times its upstream",
+        "torchdistill": "torchdistill CCKDLoss: no normalisation (the series is a polynomial kernel of raw dot "
+                        "products), Frobenius norm not squared, ÷ n² (batchmean)",
+    },
+    check=_check_positive_scales,
+)
+
+CC_ADJACENT_RESIDUAL_LOSS = Declaration(
+    name="cc_adjacent_residual_loss",
+    args=(
+        Arg("student", "embeddings", "student embeddings, :math:`n \\ge 2` (one adjacent pair)"),
+        Arg("teacher", "embeddings", "teacher embeddings of the student's width, a constant target",
+            like="student", match="batch"),
+    ),
+    knobs=(Knob("reduction", "mean", "``\"mean\"`` over the :math:`n-1` pairs (RepDistiller) or ``\"sum\"``",
+                choices=("mean", "sum")),),
+    presets={"repdistiller": {}},
+    default="repdistiller",
+    descriptions={
+        "repdistiller": "the authors' code as relayed by RepDistiller (Correlation): mean over the n − 1 adjacent "
+                        "pairs of ⟨|f_i^S − f_i^T|, |f_{i+1}^S − f_{i+1}^T|⟩",
+    },
+    min_batch=lambda knobs: (2, "(one adjacent pair)"),
+    check=_check_equal_widths,
+)
+
+
+@CC_LOSS.implement(NUMPY)
+def cc_loss(student: np.ndarray, teacher: np.ndarray, *, kernel: str, gamma: float, P: int, normalize: bool,
+            norm: str, reduction: str, eps: float, zero_rows: str) -> float:
     r"""The correlation congruence loss between the student's and the teacher's batch:
 
     .. math:: \mathcal L_{CC}=\frac{1}{n^2}\big\lVert\psi(F_T)-\psi(F_S)\big\rVert_F^2
@@ -250,30 +257,6 @@ def cc_loss(
 
     The instance terms of the paper's objective, :math:`\alpha\mathcal L_{CE}+(1-\alpha)\mathcal
     L_{KD}`, and the weight :math:`\beta` are left to the caller.
-
-    Args:
-      student: student features :math:`F_S`, ``[n, ...]`` (every axis after the first is one
-        vector per sample).
-      teacher: teacher features :math:`F_T`, ``[n, ...]``, a constant target; its width may
-        differ from the student's.
-      convention: ``"paper"`` (default), ``"kdzoo"`` or ``"torchdistill"``.
-      kernel: ``"gaussian_taylor"`` (default), ``"gaussian_exact"`` or ``"bilinear"`` (see
-        :func:`correlation_matrix`).
-      gamma: the Gaussian's :math:`\gamma > 0` (0.4).
-      P: the Taylor order, an integer :math:`\ge 1` (2; :math:`P=0` would be a constant kernel).
-      normalize: :math:`\ell_2`-normalise each row before the kernel (``True`` except
-        ``"torchdistill"``).
-      norm: ``"fro_sq"`` (squared Frobenius, the paper) or ``"fro"`` (torchdistill). ``"fro"`` is
-        not differentiable where :math:`C_T=C_S`; kdref's torch gradient there is 0 (a valid
-        subgradient: the loss is at its minimum), as ``torch.dist``'s is.
-      reduction: ``"batchmean"`` (:math:`\div n^2`, over all entries) or ``"sum"``.
-      eps: the normalisation's :math:`\epsilon` (:math:`f/\max(\lVert f\rVert,\epsilon)`); > 0.
-      zero_rows: the gradient at a row with :math:`\lVert f_i\rVert<\epsilon` (where the
-        normalised row is :math:`f_i/\epsilon\approx 0` and the paper's :math:`f/\lVert f\rVert`
-        is undefined). The value is the same either way; ``"mask_grad"`` (``"paper"``) treats the
-        row as a constant, so its gradient is 0, ``"keep"`` (``"kdzoo"``) differentiates
-        :math:`f_i/\epsilon`, a gradient :math:`1/\epsilon` times the upstream one, as
-        ``F.normalize`` does. Only the torch side has gradients; the reference's value is the same.
 
     Returns:
       a float.
@@ -294,39 +277,14 @@ def cc_loss(
 
     .. seealso:: :func:`cc_adjacent_residual_loss`, the loss of the authors' shared code.
     """
-    check_convention(convention)
-    knobs = CONVENTIONS.resolve(convention, kernel=kernel, gamma=gamma, P=P, normalize=normalize, norm=norm,
-                                reduction=reduction, eps=eps, zero_rows=zero_rows)
-    gamma, P, eps = check_knob_values(knobs)
-    F_S = as_embeddings("student", student)
-    F_T = as_embeddings("teacher", teacher)
-    check_same_batch("teacher", F_T, "student", F_S)
-    correlation = {"kernel": knobs["kernel"], "gamma": gamma, "P": P, "normalize": knobs["normalize"], "eps": eps}
-    C_S = correlation_matrix(F_S, **correlation)
-    C_T = correlation_matrix(F_T, **correlation)
-    return congruence(C_S, C_T, norm=knobs["norm"], reduction=knobs["reduction"])
+    correlation = {"kernel": kernel, "gamma": gamma, "P": P, "normalize": normalize, "eps": eps}
+    C_S = correlation_matrix(student, **correlation)
+    C_T = correlation_matrix(teacher, **correlation)
+    return congruence(C_S, C_T, norm=norm, reduction=reduction)
 
 
-def adjacent_residuals(F_S: np.ndarray, F_T: np.ndarray) -> np.ndarray:
-    r"""The products of neighbouring samples' absolute residuals, one per adjacent pair:
-
-    .. math:: \Delta=\lvert F_S-F_T\rvert,\qquad r_i=\sum_d\Delta_{i,d}\,\Delta_{i+1,d},
-              \quad i=1,\dots,n-1.
-
-    Returns:
-      ``[n - 1]``.
-    """
-    delta = np.abs(F_S - F_T)
-    return np.sum(delta[:-1] * delta[1:], axis=1)
-
-
-def cc_adjacent_residual_loss(
-    student: np.ndarray,
-    teacher: np.ndarray,
-    *,
-    convention: str | None = None,
-    reduction: str | None = None,
-) -> float:
+@CC_ADJACENT_RESIDUAL_LOSS.implement(NUMPY)
+def cc_adjacent_residual_loss(student: np.ndarray, teacher: np.ndarray, *, reduction: str) -> float:
     r"""The loss of the CC code the authors shared with RepDistiller (``Correlation``):
 
     .. math:: \mathcal L=\frac{1}{n-1}\sum_{i=1}^{n-1}\sum_d\lvert f^S_{i,d}-f^T_{i,d}\rvert\,
@@ -337,12 +295,6 @@ def cc_adjacent_residual_loss(
     the :math:`n-1` adjacent pairs, so it depends on the order of the batch. It vanishes whenever,
     in every dimension, one of each two neighbours matches exactly. :math:`\lvert\cdot\rvert` is
     not differentiable at 0; kdref's torch gradient there is 0 (``abs``'s subgradient).
-
-    Args:
-      student: ``[n, ...]`` student embeddings, :math:`n \ge 2` (one adjacent pair).
-      teacher: ``[n, ...]`` teacher embeddings of the student's width, a constant target.
-      convention: ``"repdistiller"`` (the only one).
-      reduction: ``"mean"`` over the :math:`n-1` pairs (RepDistiller) or ``"sum"``.
 
     Returns:
       a float.
@@ -356,13 +308,5 @@ def cc_adjacent_residual_loss(
 
     .. seealso:: :func:`cc_loss`, the correlation congruence of the paper.
     """
-    knobs = ADJACENT_CONVENTIONS.resolve(convention, reduction=reduction)
-    F_S = as_embeddings("student", student)
-    F_T = as_embeddings("teacher", teacher)
-    check_same_batch("teacher", F_T, "student", F_S)
-    if F_T.shape[1] != F_S.shape[1]:
-        raise ValueError(f"teacher must have the width of student ({F_S.shape[1]}) for the residual "
-                         f"f_S − f_T, got shape {np.shape(teacher)}")
-    check_min_batch("student", F_S.shape[0], 2, "(one adjacent pair)")
-    residuals = adjacent_residuals(F_S, F_T)
-    return float(np.mean(residuals)) if knobs["reduction"] == "mean" else float(np.sum(residuals))
+    residuals = adjacent_residuals(student, teacher)
+    return float(np.mean(residuals)) if reduction == "mean" else float(np.sum(residuals))

@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from kdref._scalars import check_real
-from kdref.conventions import Conventions
-from kdref.reference._common import as_float_array, check_same_batch, check_same_shape
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY
 
 __all__ = [
-    "ACTIVATIONS",
-    "CONVENTIONS",
-    "KINDS",
-    "REGRESSED_CONVENTIONS",
+    "HINT_LOSS",
+    "REGRESSED_HINT_LOSS",
     "RegressorGeometry",
     "batch_norm",
     "conv2d",
@@ -63,32 +62,12 @@ KINDS = ("conv_valid", "conv1x1", "repdistiller", "fc", "identity")
 ACTIVATIONS = ("relu", "maxout", "none")
 
 _REDUCTIONS = ("batchmean", "sum_rows", "mean", "sum", "none")
-_KNOBS = {"half": True, "reduction": "batchmean"}
-_PRESETS = {
-    "paper": {},
-    "official_conv_c01b": {"reduction": "sum_rows"},
-    "mse": {"half": False, "reduction": "mean"},
-    "sum": {"half": False, "reduction": "sum"},
-}
-_ALIASES = {"kdzoo": "mse", "repdistiller": "mse", "mdistiller": "mse"}
-_DESCRIPTIONS = {
-    "paper": "½‖u − r‖² summed over C·H·W, mean over the batch (Sec. 2.2; = official code with an FC regressor)",
-    "official_conv_c01b": "the official HintCost with a conv regressor in pylearn2's c01b layout: ½(u − r)² summed "
-                          "over rows, mean over channels, columns and batch = paper/(C·W)",
-    "mse": "F.mse_loss: mean of (u − r)² over all N·C·H·W entries, no ½ (KD-Zoo, RepDistiller, mdistiller)",
-    "sum": "MSELoss(reduction='sum'): (u − r)² summed over batch and elements (torchdistill's sample config)",
-}
-_CHOICES = {"half": (True, False), "reduction": _REDUCTIONS}
-
-CONVENTIONS = Conventions(loss="hint_loss", defaults=_KNOBS, presets=_PRESETS, default="paper",
-                          aliases=_ALIASES, descriptions=_DESCRIPTIONS, choices=_CHOICES)
-REGRESSED_CONVENTIONS = Conventions(loss="regressed_hint_loss", defaults=_KNOBS, presets=_PRESETS,
-                                    default="paper", aliases=_ALIASES, descriptions=_DESCRIPTIONS,
-                                    choices=_CHOICES)
+#: BatchNorm's ε when none is given (PyTorch's default)
+_BN_EPS = 1e-5
 
 
 # ---------------------------------------------------------------------------------------------
-# The hint loss on (regressed student, teacher)
+# The hint loss's pieces on (regressed student, teacher): the residual and its reductions
 
 
 def hint_residual(r_s: np.ndarray, u_t: np.ndarray) -> np.ndarray:
@@ -104,6 +83,7 @@ def hint_residual(r_s: np.ndarray, u_t: np.ndarray) -> np.ndarray:
     return u_t - r_s
 
 
+
 def _reduce(squared: np.ndarray, half: bool, reduction: str):
     """The squared residual ``[N, C, H, W]`` summed, scaled and reduced as the knobs say."""
     n, c, _, w = squared.shape
@@ -115,68 +95,6 @@ def _reduce(squared: np.ndarray, half: bool, reduction: str):
     divisor = {"batchmean": n, "sum_rows": n * c * w, "mean": squared.size, "sum": 1}[reduction]
     return total / divisor
 
-
-def hint_loss(
-    r_s: np.ndarray,
-    u_t: np.ndarray,
-    *,
-    convention: str | None = None,
-    half: bool | None = None,
-    reduction: str | None = None,
-):
-    r"""The hint loss :math:`\mathcal L_{HT}` on the regressed student and the teacher hint.
-
-    .. math::
-        \mathcal L_{\text{paper}} = \frac1N\sum_{n=1}^{N}\tfrac12\big\lVert u_n - r_n\big\rVert^2,\qquad
-        \mathcal L_{\text{official\_conv\_c01b}} = \frac{\mathcal L_{\text{paper}}}{C\,W},\qquad
-        \mathcal L_{\text{mse}} = \frac{2\,\mathcal L_{\text{paper}}}{C\,H\,W},\qquad
-        \mathcal L_{\text{sum}} = 2N\,\mathcal L_{\text{paper}},
-
-    with :math:`\lVert\cdot\rVert^2` the sum of squares over the :math:`C\cdot H\cdot W` elements.
-
-    Args:
-      r_s: regressed student hint :math:`r(v_g)`, ``[N, C, H, W]`` (a fully connected hint
-        ``[N, D]`` is passed as ``[N, D, 1, 1]``).
-      u_t: teacher hint :math:`u_h`, ``[N, C, H, W]``, a constant target of the same shape.
-      convention: ``"paper"`` (default), ``"official_conv_c01b"``, ``"mse"`` (aliases
-        ``"kdzoo"``, ``"repdistiller"``, ``"mdistiller"``) or ``"sum"``.
-      half: multiply the squared error by :math:`\tfrac12`; overrides the convention.
-      reduction: what the summed squared error is divided by: ``"batchmean"`` (:math:`N`),
-        ``"sum_rows"`` (:math:`N\cdot C\cdot W`: the official code sums over axis 1, the rows of
-        pylearn2's ``('c', 0, 1, 'b')`` layout, and averages the other axes), ``"mean"``
-        (:math:`N\cdot C\cdot H\cdot W`), ``"sum"`` (nothing) or ``"none"`` (the per-example sums,
-        ``[N]``); overrides the convention.
-
-    Returns:
-      a float, or ``[N]`` for ``reduction="none"``.
-
-    Examples:
-      >>> import numpy as np
-      >>> r = np.array([[[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]],
-      ...               [[[0.0, 0.0], [1.0, 3.0], [0.5, 0.0]], [[1.5, 0.5], [0.0, 0.0], [0.25, 1.0]]]])
-      >>> u = np.array([[[[1.0, 1.0], [0.0, 0.5], [2.5, 0.0]], [[0.0, 0.0], [1.0, 0.5], [0.0, 1.0]]],
-      ...               [[[0.0, 0.5], [1.5, 2.0], [0.0, 0.0]], [[1.5, 0.0], [0.0, 0.0], [0.5, 1.0]]]])
-      >>> hint_loss(r, u)
-      0.796875
-      >>> hint_loss(r, u, convention="official_conv_c01b")
-      0.19921875
-      >>> hint_loss(r, u, convention="mse")
-      0.1328125
-      >>> hint_loss(r, u, convention="sum")
-      3.1875
-
-    References:
-      Romero, Ballas, Kahou, Chassang, Gatta, Bengio. *FitNets: Hints for Thin Deep Nets.*
-      ICLR 2015, Sec. 2.2.
-
-    .. seealso:: :func:`regressed_hint_loss` applies the regressor first, so that the gradient
-       reaches the regressor's weights and the student's guided layer.
-    """
-    knobs = CONVENTIONS.resolve(convention, half=half, reduction=reduction)
-    r_s = as_float_array("r_s", r_s, ndim=4)
-    u_t = as_float_array("u_t", u_t, ndim=4)
-    check_same_shape("u_t", u_t, "r_s", r_s)
-    return _reduce(hint_residual(r_s, u_t) ** 2, knobs["half"], knobs["reduction"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,46 +299,210 @@ def maxout(z: np.ndarray, pieces: int) -> np.ndarray:
     return np.max(z.reshape(n, c // pieces, pieces, h, w), axis=2)
 
 
-def _check_regressor_args(v_g, weight, bias, bn_weight, bn_bias, bn_eps, geometry, activation, pieces):
-    """Validate the regressor's parameters against its geometry; return them as arrays."""
+def _default_activation(kind: str, activation: str | None) -> str:
+    return ("none" if kind == "identity" else "relu") if activation is None else activation
+
+
+def _regress(v_g: np.ndarray, weight, bias, bn_weight, bn_bias, bn_eps: float, geometry: RegressorGeometry,
+             activation: str) -> np.ndarray:
+    """The regressor on checked arrays: the layer, BatchNorm when ``bn_weight`` is given, the activation."""
+    z = linear_part(v_g, weight, bias, geometry)
+    if bn_weight is not None:
+        z = batch_norm(z, bn_weight, bn_bias, bn_eps)
+    if activation == "relu":
+        return relu(z)
+    if activation == "maxout":
+        return maxout(z, geometry.pieces)
+    return z
+
+
+# ---------------------------------------------------------------------------------------------
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
+
+#: the dtypes whose parameters may be float32 (what autocast gives a float32 module)
+_HALF_PRECISION = ("float16", "bfloat16")
+_PARAMETERS = ("weight", "bias", "bn_weight", "bn_bias")
+
+
+def _dtype_name(x) -> str:
+    return str(x.dtype).removeprefix("torch.")
+
+
+def _check_regressor(arguments: Mapping[str, Any], out_shape, kind: str, activation: str | None, pieces: int,
+                     batch_statistics: bool = True) -> tuple[RegressorGeometry, str]:
+    """The rules between the regressor's arguments that no kind states, on either side's checked
+    arrays (pure Python on shapes, dtypes and devices): the kind must map the student's map to
+    ``out_shape``, maxout has ≥ 2 pieces and nothing else has more than 1, the parameters are the
+    ones the layer has with its shapes, on ``v_g``'s device and with its dtype (or float32 for
+    half-precision features), and BatchNorm with batch statistics sees more than one value per
+    channel. Returns the geometry and the activation (``None`` resolved)."""
+    v_g = arguments["v_g"]
+    geometry = regressor_geometry(tuple(v_g.shape[1:]), out_shape, kind, pieces)
+    activation = _default_activation(kind, activation)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}; got {activation!r}")
     if (activation == "maxout") != (pieces > 1):
         raise ValueError(f"pieces must be ≥ 2 with activation='maxout' and 1 otherwise; got pieces={pieces} "
                          f"with activation={activation!r}")
-    params = {}
+    params = {name: arguments.get(name) for name in _PARAMETERS}
     if geometry.layer == "identity":
-        for name, value in (("weight", weight), ("bias", bias), ("bn_weight", bn_weight), ("bn_bias", bn_bias)):
+        for name, value in params.items():
             if value is not None:
                 raise ValueError(f"{name} must be None for an identity regressor (it has no parameters)")
-        return params
-    if weight is None:
+        return geometry, activation
+    if params["weight"] is None:
         raise ValueError(f"weight is required for {geometry.describe()}: shape {geometry.weight_shape}")
+    if (params["bn_weight"] is None) != (params["bn_bias"] is None):
+        raise ValueError("bn_weight and bn_bias must be given together (BatchNorm on) or both be None")
     expected = {"weight": geometry.weight_shape, "bias": geometry.bias_shape,
                 "bn_weight": (geometry.out_channels,), "bn_bias": (geometry.out_channels,)}
-    if (bn_weight is None) != (bn_bias is None):
-        raise ValueError("bn_weight and bn_bias must be given together (BatchNorm on) or both be None")
-    for name, value in (("weight", weight), ("bias", bias), ("bn_weight", bn_weight), ("bn_bias", bn_bias)):
+    dtypes = {_dtype_name(v_g)} | ({"float32"} if _dtype_name(v_g) in _HALF_PRECISION else set())
+    for name, value in params.items():
         if value is None:
             continue
-        value = as_float_array(name, value, ndim=len(expected[name]))
-        if value.shape != expected[name]:
-            raise ValueError(f"{name} must have shape {expected[name]} for {geometry.describe()}, got {value.shape}")
-        if value.dtype != v_g.dtype:
+        if tuple(value.shape) != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]} for {geometry.describe()}, got "
+                             f"{tuple(value.shape)}")
+        if getattr(value, "device", None) != getattr(v_g, "device", None):
+            raise ValueError(f"{name} must be on the device of v_g ({v_g.device}), got {value.device}")
+        if _dtype_name(value) not in dtypes:
             raise TypeError(f"{name} must have the dtype of v_g ({v_g.dtype}), got {value.dtype}")
-        params[name] = value
-    if bn_weight is not None:
-        if check_real("bn_eps", bn_eps) <= 0:
-            raise ValueError(f"bn_eps must be > 0, got {bn_eps}")
-        if v_g.shape[0] * geometry.out_shape[1] * geometry.out_shape[2] == 1:
-            raise ValueError("BatchNorm with batch statistics needs more than one value per channel: "
-                             f"N·H·W = 1 (v_g has batch size {v_g.shape[0]}, the output is "
-                             f"{geometry.out_shape[1]}×{geometry.out_shape[2]})")
-    return params
+    if params["bn_weight"] is not None and batch_statistics \
+            and v_g.shape[0] * geometry.out_shape[1] * geometry.out_shape[2] == 1:
+        raise ValueError("BatchNorm with batch statistics needs more than one value per channel: "
+                         f"N·H·W = 1 (v_g has batch size {v_g.shape[0]}, the output is "
+                         f"{geometry.out_shape[1]}×{geometry.out_shape[2]})")
+    return geometry, activation
 
 
-def _default_activation(kind: str, activation: str | None) -> str:
-    return ("none" if kind == "identity" else "relu") if activation is None else activation
+def _check_regressed(arguments: Mapping[str, Any], knobs: Mapping[str, Any]) -> None:
+    _check_regressor(arguments, tuple(arguments["u_t"].shape[1:]), knobs["kind"], knobs["activation"],
+                     knobs["pieces"])
+
+
+_HALF = Knob("half", True, "multiply the squared error by :math:`\\tfrac12`", choices=(True, False))
+_REDUCTION = Knob(
+    "reduction", "batchmean", "what the summed squared error is divided by: ``\"batchmean\"`` (:math:`N`), "
+    "``\"sum_rows\"`` (:math:`N\\cdot C\\cdot W`: the official code sums over axis 1, the rows of pylearn2's "
+    "``('c', 0, 1, 'b')`` layout, and averages the other axes), ``\"mean\"`` (:math:`N\\cdot C\\cdot H\\cdot W`), "
+    "``\"sum\"`` (nothing) or ``\"none\"`` (the per-example sums, ``[N]``)", choices=_REDUCTIONS)
+
+HINT_LOSS = Declaration(
+    name="hint_loss",
+    args=(Arg("r_s", "features", "regressed student hint :math:`r(v_g)` (a fully connected hint ``[N, D]`` is "
+              "passed as ``[N, D, 1, 1]``)"),
+          Arg("u_t", "features", "teacher hint :math:`u_h`, a constant target", like="r_s")),
+    knobs=(_HALF, _REDUCTION),
+    presets={
+        "paper": {},
+        "official_conv_c01b": {"reduction": "sum_rows"},
+        "mse": {"half": False, "reduction": "mean"},
+        "sum": {"half": False, "reduction": "sum"},
+    },
+    aliases={"kdzoo": "mse", "repdistiller": "mse", "mdistiller": "mse"},
+    descriptions={
+        "paper": "½‖u − r‖² summed over C·H·W, mean over the batch (Sec. 2.2; = official code with an FC "
+                 "regressor)",
+        "official_conv_c01b": "the official HintCost with a conv regressor in pylearn2's c01b layout: ½(u − r)² "
+                              "summed over rows, mean over channels, columns and batch = paper/(C·W)",
+        "mse": "F.mse_loss: mean of (u − r)² over all N·C·H·W entries, no ½ (KD-Zoo, RepDistiller, mdistiller)",
+        "sum": "MSELoss(reduction='sum'): (u − r)² summed over batch and elements (torchdistill's sample config)",
+    },
+)
+
+#: the regressor's arguments, shared by :func:`regressed_hint_loss` and :func:`regressor`
+_V_G = Arg("v_g", "features", "the student's guided-layer output")
+_REGRESSOR_PARAMETERS = (
+    Arg("weight", "parameter", "the layer's weight, shaped as in PyTorch: ``[C_t·pieces, C_s, k_h, k_w]`` for a "
+        "convolution, ``[C_s, C_t·pieces, 4, 4]`` for RepDistiller's transposed convolution, "
+        "``[C_t·pieces·H_t·W_t, C_s·H_s·W_s]`` for ``\"fc\"``; ``None`` for ``\"identity\"``", optional=True),
+    Arg("bias", "parameter", "the layer's bias, ``[C_t·pieces]`` (``[C_t·pieces·H_t·W_t]`` for ``\"fc\"``), or "
+        "``None`` for no bias", optional=True),
+    Arg("bn_weight", "parameter", "BatchNorm's :math:`\\gamma`, ``[C_t·pieces]``; with ``bn_bias``, or both "
+        "``None`` for no BatchNorm (its statistics are the batch's: training mode)", optional=True),
+    Arg("bn_bias", "parameter", "BatchNorm's :math:`\\beta`, ``[C_t·pieces]``", optional=True),
+    # "temperature" is the kind of the reals > 0
+    Arg("bn_eps", "temperature", "BatchNorm's :math:`\\epsilon`; PyTorch's 1e-5 when ``None``", optional=True),
+)
+
+REGRESSED_HINT_LOSS = HINT_LOSS.derive(
+    "regressed_hint_loss",
+    args=(_V_G, Arg("u_t", "features", "the teacher's hint, a constant target; its channels and spatial size "
+                    "set the regressor's output", like="v_g", match="batch"),
+          *_REGRESSOR_PARAMETERS),
+    knobs=(
+        Knob("kind", "conv_valid", "the regressor's layer (:func:`regressor_geometry`): the paper's valid "
+             "convolution, a 1×1 convolution, RepDistiller's ``ConvReg``, a fully connected layer or none",
+             choices=KINDS),
+        Knob("activation", None, "the regressor's non-linearity (the paper: the hint layer's own); ``None`` is "
+             "``\"relu\"``, or ``\"none\"`` for ``kind=\"identity\"``", choices=(None, *ACTIVATIONS)),
+        Knob("pieces", 1, "maxout pieces per output channel: ≥ 2 with ``activation=\"maxout\"``, else 1",
+             low=1, integer=True),
+        _HALF,
+        _REDUCTION,
+    ),
+    check=_check_regressed,
+)
+
+#: the arrays of :func:`regressor` (a helper, not a loss: it validates through this)
+_REGRESSOR = Declaration(name="regressor", args=(_V_G, *_REGRESSOR_PARAMETERS))
+
+
+def _validate_regressor(backend, v_g, weight, bias, bn_weight, bn_bias, bn_eps, out_shape, kind: str,
+                        activation: str | None, pieces: int, batch_statistics: bool = True, in_shape=None):
+    """:func:`regressor`'s arguments checked on ``backend``'s side (``in_shape``: what a module
+    expects of ``v_g``): the checked arrays by name, the geometry and the activation."""
+    arguments, _ = _REGRESSOR.bind(backend, (v_g, weight, bias, bn_weight, bn_bias, bn_eps), {})
+    if in_shape is not None and tuple(arguments["v_g"].shape[1:]) != tuple(in_shape):
+        raise ValueError(f"v_g must have shape [N, {', '.join(map(str, in_shape))}] for this regressor, got "
+                         f"{tuple(arguments['v_g'].shape)}")
+    geometry, activation = _check_regressor(arguments, out_shape, kind, activation, pieces, batch_statistics)
+    return arguments, geometry, activation
+
+
+# ---------------------------------------------------------------------------------------------
+# The losses
+
+
+@HINT_LOSS.implement(NUMPY)
+def hint_loss(r_s: np.ndarray, u_t: np.ndarray, *, half: bool, reduction: str):
+    r"""The hint loss :math:`\mathcal L_{HT}` on the regressed student and the teacher hint.
+
+    .. math::
+        \mathcal L_{\text{paper}} = \frac1N\sum_{n=1}^{N}\tfrac12\big\lVert u_n - r_n\big\rVert^2,\qquad
+        \mathcal L_{\text{official\_conv\_c01b}} = \frac{\mathcal L_{\text{paper}}}{C\,W},\qquad
+        \mathcal L_{\text{mse}} = \frac{2\,\mathcal L_{\text{paper}}}{C\,H\,W},\qquad
+        \mathcal L_{\text{sum}} = 2N\,\mathcal L_{\text{paper}},
+
+    with :math:`\lVert\cdot\rVert^2` the sum of squares over the :math:`C\cdot H\cdot W` elements.
+
+    Returns:
+      a float, or ``[N]`` for ``reduction="none"``.
+
+    Examples:
+      >>> import numpy as np
+      >>> r = np.array([[[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]],
+      ...               [[[0.0, 0.0], [1.0, 3.0], [0.5, 0.0]], [[1.5, 0.5], [0.0, 0.0], [0.25, 1.0]]]])
+      >>> u = np.array([[[[1.0, 1.0], [0.0, 0.5], [2.5, 0.0]], [[0.0, 0.0], [1.0, 0.5], [0.0, 1.0]]],
+      ...               [[[0.0, 0.5], [1.5, 2.0], [0.0, 0.0]], [[1.5, 0.0], [0.0, 0.0], [0.5, 1.0]]]])
+      >>> hint_loss(r, u)
+      0.796875
+      >>> hint_loss(r, u, convention="official_conv_c01b")
+      0.19921875
+      >>> hint_loss(r, u, convention="mse")
+      0.1328125
+      >>> hint_loss(r, u, convention="sum")
+      3.1875
+
+    References:
+      Romero, Ballas, Kahou, Chassang, Gatta, Bengio. *FitNets: Hints for Thin Deep Nets.*
+      ICLR 2015, Sec. 2.2.
+
+    .. seealso:: :func:`regressed_hint_loss` applies the regressor first, so that the gradient
+       reaches the regressor's weights and the student's guided layer.
+    """
+
+    return _reduce(hint_residual(r_s, u_t) ** 2, half, reduction)
 
 
 def regressor(
@@ -471,36 +553,18 @@ def regressor(
       >>> r[0].tolist()
       [[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]]
     """
-    v_g = as_float_array("v_g", v_g, ndim=4)
-    activation = _default_activation(kind, activation)
-    geometry = regressor_geometry(v_g.shape[1:], out_shape, kind, pieces)
-    params = _check_regressor_args(v_g, weight, bias, bn_weight, bn_bias, bn_eps, geometry, activation, pieces)
-    z = linear_part(v_g, params.get("weight"), params.get("bias"), geometry)
-    if "bn_weight" in params:
-        z = batch_norm(z, params["bn_weight"], params["bn_bias"], float(bn_eps))
-    if activation == "relu":
-        return relu(z)
-    if activation == "maxout":
-        return maxout(z, geometry.pieces)
-    return z
+
+    arguments, geometry, activation = _validate_regressor(NUMPY, v_g, weight, bias, bn_weight, bn_bias, bn_eps,
+                                                          out_shape, kind, activation, pieces)
+    eps = _BN_EPS if arguments["bn_eps"] is None else arguments["bn_eps"]
+    return _regress(arguments["v_g"], arguments["weight"], arguments["bias"], arguments["bn_weight"],
+                    arguments["bn_bias"], eps, geometry, activation)
 
 
-def regressed_hint_loss(
-    v_g: np.ndarray,
-    u_t: np.ndarray,
-    weight: np.ndarray | None = None,
-    bias: np.ndarray | None = None,
-    *,
-    kind: str = "conv_valid",
-    activation: str | None = None,
-    pieces: int = 1,
-    bn_weight: np.ndarray | None = None,
-    bn_bias: np.ndarray | None = None,
-    bn_eps: float = 1e-5,
-    convention: str | None = None,
-    half: bool | None = None,
-    reduction: str | None = None,
-):
+@REGRESSED_HINT_LOSS.implement(NUMPY)
+def regressed_hint_loss(v_g: np.ndarray, u_t: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+                        bn_weight: np.ndarray | None, bn_bias: np.ndarray | None, bn_eps: float | None, *, kind: str,
+                        activation: str | None, pieces: int, half: bool, reduction: str):
     r"""The hint loss of the regressed student: :math:`\mathcal L_{HT}\big(u_h, r(v_g;\mathbf W_r)\big)`.
 
     .. math::
@@ -509,14 +573,6 @@ def regressed_hint_loss(
     the composition of :func:`regressor` (with ``out_shape`` the teacher hint's) and
     :func:`hint_loss`; a function of the student's guided features and of the regressor's
     weights, both of which stage 1 trains.
-
-    Args:
-      v_g: the student's guided-layer output, ``[N, C_s, H_s, W_s]``.
-      u_t: the teacher's hint, ``[N, C_t, H_t, W_t]``, a constant target (the same batch size;
-        channels and spatial size are mapped by the regressor).
-      weight, bias, kind, activation, pieces, bn_weight, bn_bias, bn_eps: the regressor, as in
-        :func:`regressor`.
-      convention, half, reduction: as in :func:`hint_loss`.
 
     Returns:
       a float, or ``[N]`` for ``reduction="none"``.
@@ -532,10 +588,8 @@ def regressed_hint_loss(
       >>> regressed_hint_loss(v, u, w, b, convention="mse")
       0.1328125
     """
-    knobs = REGRESSED_CONVENTIONS.resolve(convention, half=half, reduction=reduction)
-    v_g = as_float_array("v_g", v_g, ndim=4)
-    u_t = as_float_array("u_t", u_t, ndim=4)
-    check_same_batch("u_t", u_t, "v_g", v_g)
-    r_s = regressor(v_g, weight, bias, out_shape=u_t.shape[1:], kind=kind, activation=activation, pieces=pieces,
-                    bn_weight=bn_weight, bn_bias=bn_bias, bn_eps=bn_eps)
-    return _reduce(hint_residual(r_s, u_t) ** 2, knobs["half"], knobs["reduction"])
+
+    geometry = regressor_geometry(v_g.shape[1:], u_t.shape[1:], kind, pieces)
+    r_s = _regress(v_g, weight, bias, bn_weight, bn_bias, _BN_EPS if bn_eps is None else bn_eps, geometry,
+                   _default_activation(kind, activation))
+    return _reduce(hint_residual(r_s, u_t) ** 2, half, reduction)

@@ -18,109 +18,45 @@ paper's own text could not be checked). Student and teacher must have the same c
 :math:`m`, :math:`n` at each pair. When the two maps of a pair differ in spatial size, the larger
 one is pooled to the smaller (max pooling in the paper). The popular libraries compute the same
 :math:`G` and differ in the per-pair distance, the reduction over pairs and the pooling: see
-:data:`CONVENTIONS`.
+:data:`FSP_LOSS`.
 
 Arrays are ``[N, C, H, W]`` (channels first, as in PyTorch).
 """
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from kdref._scalars import check_real
-from kdref.conventions import Conventions
-from kdref.reference._common import (
-    adaptive_pool2d,
-    as_float_array,
-    check_same_batch,
-    check_sequence,
-    reduce_batch,
-)
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY, adaptive_pool2d, reduce_batch
 
 __all__ = [
-    "CONVENTIONS",
-    "MATRIX_CONVENTIONS",
-    "check_pair_weights",
+    "FSP_LOSS",
+    "FSP_MATRIX",
     "fsp_distance",
     "fsp_loss",
     "fsp_matrix",
     "match_spatial_pair",
+    "pair_weights",
 ]
 
 POOLS = ("max", "avg", "error")
 DISTANCES = ("sq_frobenius", "mse", "col_l2")
 
-CONVENTIONS = Conventions(
-    loss="fsp_loss",
-    defaults={"pool": "max", "distance": "sq_frobenius", "pair_reduction": "sum", "reduction": "mean"},
-    presets={
-        "paper": {},
-        "kdzoo": {"pool": "avg", "distance": "mse", "pair_reduction": "mean"},
-        "repdistiller": {"pool": "avg", "distance": "mse"},
-        "torchdistill": {"distance": "col_l2"},
-    },
-    default="paper",
-    descriptions={
-        "paper": "Eq. (2): λ_i·‖G_T − G_S‖_F², summed over pairs, mean over the batch; max pooling [reconstructed]",
-        "kdzoo": "KD-Zoo: F.mse_loss of G (÷ m·n) per pair, averaged over pairs; average pooling",
-        "repdistiller": "RepDistiller: mean squared error of G (÷ m·n) per pair, summed over pairs; average pooling",
-        "torchdistill": "torchdistill FSPLoss: sum of the column ℓ2 norms of G_S − G_T (not squared), "
-                        "summed over pairs, ÷ N; max pooling",
-    },
-    choices={
-        "pool": POOLS,
-        "distance": DISTANCES,
-        "pair_reduction": ("sum", "mean"),
-        "reduction": ("mean", "sum", "none"),
-    },
-)
 
-#: Eq. (1) has no variants: every library computes the same matrix (RepDistiller stores its transpose).
-MATRIX_CONVENTIONS = Conventions(
-    loss="fsp_matrix",
-    defaults={},
-    presets={"paper": {}},
-    default="paper",
-    descriptions={"paper": "Eq. (1): G = F¹·F²ᵀ/(h·w), rows indexed by the first map's channels; "
-                           "KD-Zoo, RepDistiller and torchdistill compute the same entries"},
-)
-
-
-def fsp_matrix(f1: np.ndarray, f2: np.ndarray, *, convention: str | None = None) -> np.ndarray:
-    r"""Eq. (1): the FSP matrix, the spatial mean of the products of every channel pair.
-
-    .. math:: G_{i,j}=\sum_{s=1}^{h}\sum_{t=1}^{w}\frac{F^1_{s,t,i}\times F^2_{s,t,j}}{h\times w}
-
-    Args:
-      f1: the first feature map :math:`F^1`, ``[N, m, h, w]``.
-      f2: the second feature map :math:`F^2`, ``[N, n, h, w]`` (the same :math:`h\times w`).
-      convention: ``"paper"``, the only one (every library computes these entries).
-
-    Returns:
-      :math:`G`, ``[N, m, n]``: rows are the first map's channels.
-
-    Examples:
-      >>> import numpy as np
-      >>> f1 = np.array([[[[1.0, 0.0], [2.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]]])
-      >>> f2 = np.array([[[[1.0, 1.0], [0.0, 2.0]], [[0.0, 0.0], [1.0, 1.0]], [[2.0, 0.0], [0.0, 1.0]]]])
-      >>> fsp_matrix(f1, f2)
-      array([[[0.75, 0.75, 0.75],
-              [0.25, 0.25, 0.  ]]])
-
-    .. seealso:: :func:`match_spatial_pair` brings two maps of different sizes to one size first.
-    """
-    MATRIX_CONVENTIONS.resolve(convention)
-    f1 = as_float_array("f1", f1, ndim=4)
-    f2 = as_float_array("f2", f2, ndim=4)
-    check_same_batch("f2", f2, "f1", f1)
-    if f2.shape[2:] != f1.shape[2:]:
-        raise ValueError(f"f2 must have the spatial size of f1 {f1.shape[2:]} (Eq. (1) sums over one h×w grid), "
-                         f"got shape {f2.shape}; pool the larger map first (match_spatial_pair)")
+def _matrix(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
+    """Eq. (1) on two maps of one spatial size: ``[N, m, n]``."""
     h, w = f1.shape[2:]
     return np.einsum("nihw,njhw->nij", f1, f2) / (h * w)
+
+
+def _spatial_mismatch(f1, f2, names: tuple[str, str]) -> ValueError:
+    return ValueError(f"{names[1]} has spatial size {tuple(f2.shape[2:])} but {names[0]} has {tuple(f1.shape[2:])}: "
+                      "Eq. (1) needs one size per pair; choose pool='max' (paper) or pool='avg' to pool the larger "
+                      "map")
 
 
 def _match_spatial(f1: np.ndarray, f2: np.ndarray, pool: str, names: tuple[str, str]):
@@ -128,35 +64,9 @@ def _match_spatial(f1: np.ndarray, f2: np.ndarray, pool: str, names: tuple[str, 
     if f1.shape[2:] == f2.shape[2:]:
         return f1, f2
     if pool == "error":
-        raise ValueError(f"{names[1]} has spatial size {f2.shape[2:]} but {names[0]} has {f1.shape[2:]}: Eq. (1) "
-                         "needs one size per pair; choose pool='max' (paper) or pool='avg' to pool the larger map")
+        raise _spatial_mismatch(f1, f2, names)
     size = (min(f1.shape[2], f2.shape[2]), min(f1.shape[3], f2.shape[3]))
     return tuple(x if x.shape[2:] == size else adaptive_pool2d(x, size, pool) for x in (f1, f2))
-
-
-def match_spatial_pair(f1: np.ndarray, f2: np.ndarray, pool: str = "max") -> tuple[np.ndarray, np.ndarray]:
-    r"""Bring the two maps of a pair to one spatial size by pooling the larger one.
-
-    Both maps end at :math:`(\min(h_1,h_2), \min(w_1,w_2))`: whichever map is larger is pooled,
-    in each direction separately (so non-square maps and a map larger in one direction only are
-    fine). The pooling is adaptive, with PyTorch's windows
-    :math:`[\lfloor k\,H/h\rfloor, \lceil (k+1)\,H/h\rceil)`: disjoint for integer ratios,
-    overlapping by one row or column otherwise.
-
-    Args:
-      f1, f2: ``[N, m, h1, w1]`` and ``[N, n, h2, w2]``.
-      pool: ``"max"`` (the paper, torchdistill), ``"avg"`` (KD-Zoo, RepDistiller) or
-        ``"error"`` (refuse maps of different sizes).
-
-    Returns:
-      ``(f1, f2)`` of one spatial size.
-    """
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {', '.join(map(repr, POOLS))}; got {pool!r}")
-    f1 = as_float_array("f1", f1, ndim=4)
-    f2 = as_float_array("f2", f2, ndim=4)
-    check_same_batch("f2", f2, "f1", f1)
-    return _match_spatial(f1, f2, pool, ("f1", "f2"))
 
 
 def fsp_distance(g_s: np.ndarray, g_t: np.ndarray, kind: str = "sq_frobenius") -> np.ndarray:
@@ -189,72 +99,171 @@ def fsp_distance(g_s: np.ndarray, g_t: np.ndarray, kind: str = "sq_frobenius") -
     raise ValueError(f"kind must be one of {', '.join(map(repr, DISTANCES))}; got {kind!r}")
 
 
-def check_pair_weights(weights, num_pairs: int) -> list[float]:
-    r"""The weights :math:`\lambda_i` as a list of ``num_pairs`` finite numbers :math:`\ge 0`.
+def pair_weights(weights: float | Sequence[float] | None, num_pairs: int) -> list[float]:
+    r"""The weights :math:`\lambda_i` of ``num_pairs`` layer pairs, one per pair.
 
     ``None`` means :math:`\lambda_i = 1`; one number is the same :math:`\lambda` for every pair (the
-    paper's choice); a list or tuple gives one weight per pair. Pure Python, shared by both sides.
+    paper's choice); a list gives one weight per pair. The values are those :data:`FSP_LOSS`
+    accepted (pure Python, both sides).
     """
     if weights is None:
         return [1.0] * num_pairs
-    if isinstance(weights, numbers.Real) and not isinstance(weights, bool):
-        return [check_real("weights", weights, low=0.0)] * num_pairs
-    if not isinstance(weights, Sequence) or isinstance(weights, str):
-        raise TypeError(f"weights must be a real number or a list of {num_pairs} real numbers (one per layer pair), "
-                        f"got {type(weights).__name__}")
-    if len(weights) != num_pairs:
-        raise ValueError(f"weights must hold one weight per layer pair ({num_pairs}), got {len(weights)}")
-    return [check_real(f"weights[{i}]", w, low=0.0) for i, w in enumerate(weights)]
+    if isinstance(weights, (list, tuple)):
+        return [float(w) for w in weights]
+    return [float(weights)] * num_pairs
 
 
-_MAPS = ("student_first", "student_second", "teacher_first", "teacher_second")
+# ---------------------------------------------------------------------------------------------
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
+
+_ROLES = (("first", "m"), ("second", "n"))
 
 
-def check_pairs(maps: dict, *, as_array=as_float_array, same_batch=check_same_batch,
-                sequence=check_sequence) -> list[dict]:
-    """Four lists of ``[N, C, H, W]`` maps, one per pair, with one batch size and dtype and the
-    teacher's channel counts equal to the student's; returns one dict of maps per pair.
+def _same_as(name: str, x, ref_name: str, ref) -> None:
+    """``x`` has the batch size, dtype and device of ``ref`` (pure Python, either side's arrays)."""
+    if getattr(x, "device", None) != getattr(ref, "device", None):
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
+    if x.shape[0] != ref.shape[0]:
+        raise ValueError(f"{name} must have the batch size of {ref_name} ({ref.shape[0]}), got shape "
+                         f"{tuple(x.shape)}")
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
 
-    The torch side passes its own array checks (tensors, one device); the rules are these."""
-    lists = {name: sequence(name, maps[name]) for name in _MAPS}
-    num_pairs = len(lists["student_first"])
-    for name in _MAPS[1:]:
-        if len(lists[name]) != num_pairs:
-            raise ValueError(f"{name} must hold one map per layer pair ({num_pairs}, as student_first), "
-                             f"got {len(lists[name])}")
-    pairs, first = [], None
-    for i in range(num_pairs):
-        pair = {}
-        for name in _MAPS:
-            x = as_array(f"{name}[{i}]", lists[name][i], ndim=4)
-            if first is None:
-                first = x
-            else:
-                same_batch(f"{name}[{i}]", x, "student_first[0]", first)
-            pair[name] = x
-        for role, symbol in (("first", "m"), ("second", "n")):
-            s, t = pair[f"student_{role}"], pair[f"teacher_{role}"]
+
+def _check_pairs(arguments: Mapping[str, Any], knobs: Mapping[str, Any]) -> None:
+    """What no kind states about the layer pairs: every pair has the batch size, dtype and device of
+    the first (each list shares them with ``student_first`` item by item already); the teacher has
+    the student's channel counts; ``weights`` holds one weight per pair; with ``pool="error"`` the
+    two maps of a pair have one spatial size."""
+    first = arguments["student_first"]
+    for i in range(1, len(first)):
+        _same_as(f"student_first[{i}]", first[i], "student_first[0]", first[0])
+    for i in range(len(first)):
+        for role, symbol in _ROLES:
+            s, t = arguments[f"student_{role}"][i], arguments[f"teacher_{role}"][i]
             if t.shape[1] != s.shape[1]:
                 raise ValueError(f"teacher_{role}[{i}] must have the channel count of student_{role}[{i}] "
                                  f"({symbol} = {s.shape[1]}): FSP compares matrices of one size, got shape "
                                  f"{tuple(t.shape)}")
-        pairs.append(pair)
-    return pairs
+    weights = arguments["weights"]
+    if isinstance(weights, (list, tuple)) and len(weights) != len(first):
+        raise ValueError(f"weights must hold one weight per layer pair ({len(first)}), got {len(weights)}")
+    if knobs["pool"] == "error":
+        for i in range(len(first)):
+            for side in ("student", "teacher"):
+                f1, f2 = arguments[f"{side}_first"][i], arguments[f"{side}_second"][i]
+                if f1.shape[2:] != f2.shape[2:]:
+                    raise _spatial_mismatch(f1, f2, (f"{side}_first[{i}]", f"{side}_second[{i}]"))
 
 
-def fsp_loss(
-    student_first: Sequence[np.ndarray],
-    student_second: Sequence[np.ndarray],
-    teacher_first: Sequence[np.ndarray],
-    teacher_second: Sequence[np.ndarray],
-    *,
-    weights: float | Sequence[float] | None = None,
-    convention: str | None = None,
-    pool: str | None = None,
-    distance: str | None = None,
-    pair_reduction: str | None = None,
-    reduction: str | None = None,
-):
+_POOL = Knob("pool", "max", "how the larger map of a pair is brought to the smaller one's size: max pooling (the "
+             "paper, torchdistill), average pooling (KD-Zoo, RepDistiller) or ``\"error\"`` (refuse maps of "
+             "different sizes); see :func:`match_spatial_pair`", choices=POOLS)
+
+FSP_MATRIX = Declaration(
+    name="fsp_matrix",
+    args=(Arg("f1", "features", "the first feature map :math:`F^1` (:math:`m` channels)"),
+          Arg("f2", "features", "the second feature map :math:`F^2` (:math:`n` channels), on the same "
+              ":math:`h\\times w` grid", like="f1", match="batch_spatial")),
+    presets={"paper": {}},
+    descriptions={"paper": "Eq. (1): G = F¹·F²ᵀ/(h·w), rows indexed by the first map's channels; "
+                           "KD-Zoo, RepDistiller and torchdistill compute the same entries"},
+)
+
+FSP_LOSS = Declaration(
+    name="fsp_loss",
+    args=(
+        Arg("student_first", "features_list", "the student's first map of each layer pair (:math:`m_i` channels)"),
+        Arg("student_second", "features_list", "the student's second map of each pair (:math:`n_i` channels; "
+            "its spatial size may differ from the first's)", like="student_first", match="batch"),
+        Arg("teacher_first", "features_list", "the teacher's first maps (constants), with the student's channel "
+            "counts :math:`m_i`; their spatial sizes may differ from the student's", like="student_first",
+            match="batch"),
+        Arg("teacher_second", "features_list", "the teacher's second maps (constants), with the student's channel "
+            "counts :math:`n_i`", like="student_second", match="batch"),
+        Arg("weights", "weights", ":math:`\\lambda_i`: one number for every pair (the paper's choice) or one per "
+            "pair; all 1 when ``None``", optional=True),
+    ),
+    knobs=(
+        _POOL,
+        Knob("distance", "sq_frobenius", "the per-pair distance of :func:`fsp_distance`: the paper's squared "
+             "Frobenius norm, the libraries' mean squared error (÷ m·n) or torchdistill's sum of column ℓ2 norms",
+             choices=DISTANCES),
+        Knob("pair_reduction", "sum", "``\"sum\"`` or ``\"mean\"`` over the layer pairs", choices=("sum", "mean")),
+        Knob("reduction", "mean", "``\"mean\"`` over the batch, ``\"sum\"`` or ``\"none\"``",
+             choices=("mean", "sum", "none")),
+    ),
+    presets={
+        "paper": {},
+        "kdzoo": {"pool": "avg", "distance": "mse", "pair_reduction": "mean"},
+        "repdistiller": {"pool": "avg", "distance": "mse"},
+        "torchdistill": {"distance": "col_l2"},
+    },
+    descriptions={
+        "paper": "Eq. (2): λ_i·‖G_T − G_S‖_F², summed over pairs, mean over the batch; max pooling [reconstructed]",
+        "kdzoo": "KD-Zoo: F.mse_loss of G (÷ m·n) per pair, averaged over pairs; average pooling",
+        "repdistiller": "RepDistiller: mean squared error of G (÷ m·n) per pair, summed over pairs; average pooling",
+        "torchdistill": "torchdistill FSPLoss: sum of the column ℓ2 norms of G_S − G_T (not squared), "
+                        "summed over pairs, ÷ N; max pooling",
+    },
+    check=_check_pairs,
+)
+
+#: the two maps of :func:`match_spatial_pair` (a helper, not a loss: it validates through this)
+_PAIR_OF_MAPS = Declaration(
+    name="match_spatial_pair",
+    args=(Arg("f1", "features"), Arg("f2", "features", like="f1", match="batch")),
+    knobs=(_POOL,),
+)
+
+
+@FSP_MATRIX.implement(NUMPY)
+def fsp_matrix(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
+    r"""Eq. (1): the FSP matrix, the spatial mean of the products of every channel pair.
+
+    .. math:: G_{i,j}=\sum_{s=1}^{h}\sum_{t=1}^{w}\frac{F^1_{s,t,i}\times F^2_{s,t,j}}{h\times w}
+
+    Returns:
+      :math:`G`, ``[N, m, n]``: rows are the first map's channels.
+
+    Examples:
+      >>> import numpy as np
+      >>> f1 = np.array([[[[1.0, 0.0], [2.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]]])
+      >>> f2 = np.array([[[[1.0, 1.0], [0.0, 2.0]], [[0.0, 0.0], [1.0, 1.0]], [[2.0, 0.0], [0.0, 1.0]]]])
+      >>> fsp_matrix(f1, f2)
+      array([[[0.75, 0.75, 0.75],
+              [0.25, 0.25, 0.  ]]])
+
+    .. seealso:: :func:`match_spatial_pair` brings two maps of different sizes to one size first.
+    """
+    return _matrix(f1, f2)
+
+
+def match_spatial_pair(f1: np.ndarray, f2: np.ndarray, pool: str = "max") -> tuple[np.ndarray, np.ndarray]:
+    r"""Bring the two maps of a pair to one spatial size by pooling the larger one.
+
+    Both maps end at :math:`(\min(h_1,h_2), \min(w_1,w_2))`: whichever map is larger is pooled,
+    in each direction separately (so non-square maps and a map larger in one direction only are
+    fine). The pooling is adaptive, with PyTorch's windows
+    :math:`[\lfloor k\,H/h\rfloor, \lceil (k+1)\,H/h\rceil)`: disjoint for integer ratios,
+    overlapping by one row or column otherwise.
+
+    Args:
+      f1, f2: ``[N, m, h1, w1]`` and ``[N, n, h2, w2]``, one batch size and dtype.
+      pool: ``"max"`` (the paper, torchdistill), ``"avg"`` (KD-Zoo, RepDistiller) or
+        ``"error"`` (refuse maps of different sizes).
+
+    Returns:
+      ``(f1, f2)`` of one spatial size.
+    """
+    maps, knobs = _PAIR_OF_MAPS.bind(NUMPY, (f1, f2), {"pool": pool})
+    return _match_spatial(maps["f1"], maps["f2"], knobs["pool"], ("f1", "f2"))
+
+
+@FSP_LOSS.implement(NUMPY)
+def fsp_loss(student_first: list[np.ndarray], student_second: list[np.ndarray], teacher_first: list[np.ndarray],
+             teacher_second: list[np.ndarray], weights: float | list[float] | None, *, pool: str, distance: str,
+             pair_reduction: str, reduction: str):
     r"""Eq. (2): the FSP transfer loss over one or more layer pairs.
 
     .. math:: L_{FSP}=\frac1N\sum_{x}\sum_{i=1}^{P}\lambda_i\,
@@ -264,20 +273,6 @@ def fsp_loss(
     where pair :math:`i` is ``(student_first[i], student_second[i])`` for the student and
     ``(teacher_first[i], teacher_second[i])`` for the teacher, and :math:`G` is Eq. (1)
     (:func:`fsp_matrix`) after :func:`match_spatial_pair`.
-
-    Args:
-      student_first, student_second: the student's first and second maps of each pair, lists of
-        ``[N, m_i, h, w]`` and ``[N, n_i, h', w']``.
-      teacher_first, teacher_second: the teacher's, with the **same channel counts**
-        :math:`m_i`, :math:`n_i` (its spatial sizes may differ from the student's); constants.
-      weights: :math:`\lambda_i`: ``None`` (all 1), one number for every pair, or one per pair.
-      convention: ``"paper"`` (default), ``"kdzoo"``, ``"repdistiller"`` or ``"torchdistill"``.
-      pool: ``"max"``, ``"avg"`` or ``"error"``: how the larger map of a pair is brought to the
-        smaller one's size; overrides the convention.
-      distance: ``"sq_frobenius"``, ``"mse"`` or ``"col_l2"`` (:func:`fsp_distance`); overrides
-        the convention.
-      pair_reduction: ``"sum"`` or ``"mean"`` over the pairs; overrides the convention.
-      reduction: ``"mean"`` over the batch, ``"sum"`` or ``"none"``.
 
     Returns:
       a float, or ``[N]`` for ``reduction="none"``.
@@ -305,18 +300,14 @@ def fsp_loss(
       Yim, Joo, Bae, Kim. *A Gift from Knowledge Distillation: Fast Optimization, Network
       Minimization and Transfer Learning*, CVPR 2017, Eqs. (1)–(2) [reconstructed].
     """
-    knobs = CONVENTIONS.resolve(convention, pool=pool, distance=distance, pair_reduction=pair_reduction,
-                                reduction=reduction)
-    pairs = check_pairs({"student_first": student_first, "student_second": student_second,
-                          "teacher_first": teacher_first, "teacher_second": teacher_second})
-    lambdas = check_pair_weights(weights, len(pairs))
+    lambdas = pair_weights(weights, len(student_first))
     terms = []
-    for i, (pair, lam) in enumerate(zip(pairs, lambdas, strict=True)):
+    for i, lam in enumerate(lambdas):
         g = {}
-        for side in ("student", "teacher"):
+        for side, firsts, seconds in (("student", student_first, student_second),
+                                      ("teacher", teacher_first, teacher_second)):
             names = (f"{side}_first[{i}]", f"{side}_second[{i}]")
-            f1, f2 = _match_spatial(pair[f"{side}_first"], pair[f"{side}_second"], knobs["pool"], names)
-            g[side] = fsp_matrix(f1, f2)
-        terms.append(lam * fsp_distance(g["student"], g["teacher"], knobs["distance"]))
-    per_example = np.sum(terms, axis=0) if knobs["pair_reduction"] == "sum" else np.mean(terms, axis=0)
-    return reduce_batch(per_example, knobs["reduction"])
+            g[side] = _matrix(*_match_spatial(firsts[i], seconds[i], pool, names))
+        terms.append(lam * fsp_distance(g["student"], g["teacher"], distance))
+    per_example = np.sum(terms, axis=0) if pair_reduction == "sum" else np.mean(terms, axis=0)
+    return reduce_batch(per_example, reduction)

@@ -21,7 +21,7 @@ With :math:`f_l(x_i)` the flattened feature of instance :math:`i` at layer :math
 These formulas are **reconstructed** (from two independent transcriptions of the paper; its own
 text could not be checked): plain sums, no normalisation. The official Caffe code and KD-Zoo
 divide every edge matrix and transformation vector by its batch maximum and average instead of
-summing (see :data:`CONVENTIONS`).
+summing (see :data:`IRG_LOSS`).
 
 **Degenerate entries.** A max-normalised matrix or vector with no positive entry (a batch of one,
 or every instance equal) is defined as 0 with zero gradient; Caffe and KD-Zoo divide 0 by 0 there
@@ -34,28 +34,19 @@ instance (the ``"kdzoo"`` matching rule reads ``[N, C, H, W]`` maps before flatt
 
 from __future__ import annotations
 
-import numbers
+import math
 
 import numpy as np
 
-from kdref._scalars import check_real
-from kdref.conventions import Conventions
-from kdref.reference._common import (
-    adaptive_pool2d,
-    as_embeddings,
-    as_float_array,
-    check_same_batch,
-    check_same_shape,
-    check_sequence,
-    pairwise_sq_distances,
-)
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY, adaptive_pool2d, pairwise_sq_distances
 
 __all__ = [
-    "CONVENTIONS",
-    "MATCH_RULES",
+    "IRG_LOSS",
     "edge_loss",
     "edge_matrix",
     "irg_loss",
+    "layer_quadruples",
     "match_transformation",
     "normalize_by_max",
     "power_of_two_scale",
@@ -64,40 +55,6 @@ __all__ = [
     "transformation_vector",
     "vertex_loss",
 ]
-
-CONVENTIONS = Conventions(
-    loss="irg_loss",
-    defaults={
-        "lambda1": 1.0, "lambda2": 1.0, "lambda3": 1.0, "mode": "one_to_many", "normalize": "none",
-        "eps": 0.0, "reduction": "sum", "layer_reduction": "sum",
-    },
-    presets={
-        "paper": {},
-        "kdzoo": {"lambda1": 0.1, "lambda2": 5.0, "lambda3": 5.0, "mode": "one_to_one", "normalize": "max",
-                  "eps": 1e-12, "reduction": "mean", "layer_reduction": "mean"},
-        "official": {"lambda1": 0.0, "lambda2": 0.005, "lambda3": 0.005, "mode": "one_to_one",
-                     "normalize": "max", "reduction": "caffe"},
-    },
-    default="paper",
-    descriptions={
-        "paper": "λ1·Σ‖z_T − z_S‖² + λ2·Σ_layers ‖A_T − A_S‖²_F + λ3·Σ_pairs ‖Λ_T − Λ_S‖², plain sums, "
-                 "no normalisation, the teacher's last layer guiding every student layer (reconstructed)",
-        "kdzoo": "KD-Zoo: A and Λ clamped at 1e-12 and divided by their batch max, MSE means, mean over "
-                 "layers, one-to-one, weights 0.1 / 5 / 5 (its layer-matching rule is match='kdzoo')",
-        "official": "official Caffe layers: A and Λ divided by their batch max, Caffe's EuclideanLoss "
-                    "(edges 1/(2N)·Σ, transformation ½·Σ), one-to-one, loss weights 0 / 0.005 / 0.005",
-    },
-    choices={
-        "mode": ("one_to_many", "one_to_one"),
-        "normalize": ("none", "max"),
-        "reduction": ("sum", "mean", "caffe"),
-        "layer_reduction": ("sum", "mean"),
-    },
-)
-
-#: the width rules of a transformation pair (an argument of its own: it says how the layers are
-#: joined, like ``transformations`` says which)
-MATCH_RULES = ("none", "kdzoo")
 
 
 def edge_matrix(f: np.ndarray, eps: float = 0.0) -> np.ndarray:
@@ -234,40 +191,51 @@ def _transformation(f1: np.ndarray, f2: np.ndarray, match: str, eps: float, norm
     return transformation_vector(a, b, eps)
 
 
-def _layers(name: str, fs) -> list[np.ndarray]:
-    """A list of ``[N, ...]`` feature arrays, as given (flattened where used)."""
-    layers = check_sequence(name, fs)
-    return [as_float_array(f"{name}[{i}]", f) for i, f in enumerate(layers)]
 
-
-def check_transformations(transformations, n_student: int, n_teacher: int) -> list[tuple[int, int, int, int]]:
-    r"""The transformation pairs as :math:`(l_1, l_2, l_3, l_4)`: teacher :math:`l_1\to l_2`,
-    student :math:`l_3\to l_4`; a pair ``(a, b)`` means the same layers in both networks.
-    Indices are list positions (negative ones count from the end). Shared with the torch side."""
-    if isinstance(transformations, (str, bytes)) or not isinstance(transformations, (list, tuple)):
-        raise TypeError(f"transformations must be a list of index pairs (a, b) or 4-tuples, "
-                        f"got {type(transformations).__name__}")
+def layer_quadruples(transformations, n_student: int, n_teacher: int) -> list[tuple[int, int, int, int]]:
+    r"""The transformation pairs as :math:`(l_1, l_2, l_3, l_4)`: teacher :math:`l_1\to l_2`, student
+    :math:`l_3\to l_4`, as list positions from 0; a pair ``(a, b)`` means the same layers in both
+    networks, and a negative index counts from the end."""
     quadruples = []
+    for item in transformations:
+        l1, l2, l3, l4 = (*item, *item) if len(item) == 2 else item
+        quadruples.append((int(l1) % n_teacher, int(l2) % n_teacher, int(l3) % n_student, int(l4) % n_student))
+    return quadruples
+
+
+# ---------------------------------------------------------------------------------------------
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
+
+
+def _check_joined(name: str, x, ref_name: str, ref) -> None:
+    """One batch of instances: ``x`` has the batch size, dtype and device of ``ref`` (its other axes
+    are free). Pure Python on the arrays' attributes, for both sides."""
+    if getattr(x, "device", None) != getattr(ref, "device", None):
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
+    if x.shape[0] != ref.shape[0]:
+        raise ValueError(f"{name} must have the batch size of {ref_name} ({ref.shape[0]}), got shape {tuple(x.shape)}")
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
+
+
+def _check_transformations(transformations, n_student: int, n_teacher: int) -> None:
+    """Each pair names two layers of each network that exist."""
     for k, item in enumerate(transformations):
-        if not isinstance(item, (list, tuple)) or len(item) not in (2, 4) or not all(
-                isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in item):
+        if len(item) not in (2, 4):
             raise TypeError(f"transformations[{k}] must be a pair (a, b) or a 4-tuple (l1, l2, l3, l4) of "
-                            f"layer indices, got {item!r}")
+                            f"layer indices, got {tuple(item)!r}")
         l1, l2, l3, l4 = (*item, *item) if len(item) == 2 else item
         for index, count, who in ((l1, n_teacher, "teacher"), (l2, n_teacher, "teacher"),
                                   (l3, n_student, "student"), (l4, n_student, "student")):
             if not -count <= index < count:
                 raise ValueError(f"transformations[{k}] = {tuple(item)} indexes layer {index} of the {who}, "
                                  f"which has {count} layer(s)")
-        quadruples.append((int(l1) % n_teacher, int(l2) % n_teacher, int(l3) % n_student, int(l4) % n_student))
-    return quadruples
 
 
-def check_match_shapes(name: str, shape1: tuple, shape2: tuple, i: int, j: int, rule: str) -> None:
+def _check_match_shapes(name: str, shape1: tuple, shape2: tuple, i: int, j: int, rule: str) -> None:
     r"""The widths of a transformation pair :math:`f_i\to f_j` of one network must agree after the
-    matching rule (shapes only; shared with the torch side). ``rule="kdzoo"`` takes ``[N, C]`` or
-    ``[N, C, H, W]`` and pools only a taller earlier map, averages channel pairs only when
-    :math:`C_2=2C_1`."""
+    matching rule. ``rule="kdzoo"`` takes ``[N, C]`` or ``[N, C, H, W]`` and pools only a taller
+    earlier map, averages channel pairs only when :math:`C_2=2C_1`."""
     if rule == "kdzoo":
         for k, shape in ((i, shape1), (j, shape2)):
             if len(shape) not in (2, 4):
@@ -278,7 +246,7 @@ def check_match_shapes(name: str, shape1: tuple, shape2: tuple, i: int, j: int, 
         width1, width2 = c1 * h1 * w1, c2 * s2[2] * s2[3]
         how = " after KD-Zoo's pooling / channel-pair rule"
     else:
-        width1, width2 = int(np.prod(shape1[1:])), int(np.prod(shape2[1:]))
+        width1, width2 = math.prod(shape1[1:]), math.prod(shape2[1:])
         how = ""
     if width1 != width2:
         raise ValueError(f"{name}[{j}] must have the width of {name}[{i}] ({width1}) for the transformation "
@@ -286,74 +254,113 @@ def check_match_shapes(name: str, shape1: tuple, shape2: tuple, i: int, j: int, 
                          + ("; match='kdzoo' applies KD-Zoo's rule" if rule == "none" else ""))
 
 
-def check_match(match) -> str:
-    """The width rule of the transformation pairs: one of :data:`MATCH_RULES`."""
-    if match not in MATCH_RULES:
-        raise ValueError(f"match must be one of {', '.join(map(repr, MATCH_RULES))}; got {match!r}")
-    return match
+def _check_graph(arguments, knobs) -> None:
+    """What IRG's arguments must share beyond their kinds: one batch of instances across every layer
+    and the logits, both logits or neither (both when λ1 > 0), layers that the transformation
+    pairs name and that their matching rule joins, as many teacher as student layers one-to-one,
+    and Caffe's backward pass only with its max normalisation."""
+    if knobs["caffe_gradients"] and knobs["normalize"] != "max":
+        raise ValueError("caffe_gradients reproduces the backward pass of Caffe's max-normalising layers; "
+                         f"it needs normalize='max', got {knobs['normalize']!r}")
+    student, teacher = arguments["student_features"], arguments["teacher_features"]
+    for i, f in enumerate(student[1:], 1):
+        _check_joined(f"student_features[{i}]", f, "student_features[0]", student[0])
+    for i, f in enumerate(teacher):
+        _check_joined(f"teacher_features[{i}]", f, "student_features[0]", student[0])
+    z_s, z_t = arguments["student_logits"], arguments["teacher_logits"]
+    if z_s is None or z_t is None:
+        if knobs["lambda1"] > 0:
+            missing = "student_logits" if z_s is None else "teacher_logits"
+            raise ValueError(f"{missing} is required for the vertex term (lambda1 = {knobs['lambda1']:g} > 0)")
+        if z_s is not None or z_t is not None:
+            given = "teacher_logits" if z_s is None else "student_logits"
+            raise ValueError(f"{given} was given without its counterpart; pass both logits or neither")
+    else:
+        _check_joined("student_logits", z_s, "student_features[0]", student[0])
+    transformations = arguments["transformations"] or ()
+    _check_transformations(transformations, len(student), len(teacher))
+    if knobs["mode"] == "one_to_one" and len(teacher) != len(student):
+        raise ValueError(f"teacher_features must hold as many layers as student_features ({len(student)}) for "
+                         f"mode='one_to_one', got {len(teacher)}")
+    for l1, l2, l3, l4 in layer_quadruples(transformations, len(student), len(teacher)):
+        for name, layers, i, j in (("teacher_features", teacher, l1, l2), ("student_features", student, l3, l4)):
+            _check_match_shapes(name, tuple(layers[i].shape), tuple(layers[j].shape), i, j, knobs["match"])
 
 
-def check_weights(knobs) -> tuple[float, float, float]:
-    """λ1, λ2, λ3: finite and ≥ 0 (shared with the torch side)."""
-    return tuple(check_real(k, knobs[k], low=0.0) for k in ("lambda1", "lambda2", "lambda3"))
+_WEIGHT = "(paper 1, its values not confirmed; kdzoo {}; official {})"
+
+IRG_LOSS = Declaration(
+    name="irg_loss",
+    args=(
+        Arg("student_features", "embeddings_list", "the student's layers, each flattened to one vector per "
+            "instance (``match=\"kdzoo\"`` reads ``[N, C, H, W]`` maps as such); widths may differ from the "
+            "teacher's", flatten=False),
+        Arg("teacher_features", "embeddings_list", "the teacher's layers, a constant target; the batch, dtype "
+            "and device of ``student_features``", flatten=False),
+        Arg("student_logits", "logits", "the student's logits, for the vertex term; may be omitted when "
+            "``lambda1 == 0``", optional=True),
+        Arg("teacher_logits", "logits", "the teacher's logits, a constant target; given or omitted with "
+            "``student_logits``", like="student_logits", optional=True),
+        Arg("transformations", "index_tuples", "the transformation pairs, each ``(a, b)`` (layers "
+            ":math:`a\\to b` of both networks) or ``(l1, l2, l3, l4)`` (teacher :math:`l_1\\to l_2`, student "
+            ":math:`l_3\\to l_4`), indices into the feature lists (negative ones count from the end); none by "
+            "default", optional=True),
+    ),
+    knobs=(
+        Knob("lambda1", 1.0, "the weight :math:`\\lambda_1` of the vertex term " + _WEIGHT.format(0.1, 0), low=0.0),
+        Knob("lambda2", 1.0, "the weight :math:`\\lambda_2` of the edge term " + _WEIGHT.format(5, 0.005), low=0.0),
+        Knob("lambda3", 1.0, "the weight :math:`\\lambda_3` of the transformation term "
+             + _WEIGHT.format(5, 0.005), low=0.0),
+        Knob("mode", "one_to_many", "``\"one_to_many\"`` (the paper: the teacher's **last** layer guides every "
+             "student layer) or ``\"one_to_one\"`` (student layer :math:`l` against teacher layer :math:`l`; "
+             "the lists must have the same length)", choices=("one_to_many", "one_to_one")),
+        Knob("normalize", "none", "``\"max\"`` divides each edge matrix and transformation vector by its batch "
+             "maximum (0 where that maximum is 0)", choices=("none", "max")),
+        Knob("eps", 0.0, "clamp the squared distances of edges (off the diagonal) and transformations at "
+             ":math:`\\epsilon` (KD-Zoo 1e-12; 0 = no clamp)", low=0.0),
+        Knob("reduction", "sum", "of each term's squared differences: ``\"sum\"``, ``\"mean\"`` over the "
+             "entries, or ``\"caffe\"`` (:math:`\\frac{1}{2N}\\sum` for edges and logits, "
+             ":math:`\\frac12\\sum` for transformations; see :func:`term_reduction`)",
+             choices=("sum", "mean", "caffe")),
+        Knob("layer_reduction", "sum", "over the edge layers and over the transformation pairs",
+             choices=("sum", "mean")),
+        Knob("match", "none", "how the two layers of a transformation pair are brought to one width: "
+             "``\"none\"`` (equal widths required; the paper's rule is unknown) or ``\"kdzoo\"`` (KD-Zoo's "
+             "pooling / channel-pair rule, see :func:`match_transformation`)", choices=("none", "kdzoo")),
+        Knob("caffe_gradients", False, "the official Caffe layers' backward pass, with the same value: the batch "
+             "maxima are constants and the gradient through each edge matrix is halved. Needs "
+             "``normalize=\"max\"``; only the torch side has gradients", choices=(False, True)),
+    ),
+    presets={
+        "paper": {},
+        "kdzoo": {"lambda1": 0.1, "lambda2": 5.0, "lambda3": 5.0, "mode": "one_to_one", "normalize": "max",
+                  "eps": 1e-12, "reduction": "mean", "layer_reduction": "mean", "match": "kdzoo"},
+        "official": {"lambda1": 0.0, "lambda2": 0.005, "lambda3": 0.005, "mode": "one_to_one",
+                     "normalize": "max", "reduction": "caffe"},
+    },
+    descriptions={
+        "paper": "λ1·Σ‖z_T − z_S‖² + λ2·Σ_layers ‖A_T − A_S‖²_F + λ3·Σ_pairs ‖Λ_T − Λ_S‖², plain sums, "
+                 "no normalisation, the teacher's last layer guiding every student layer (reconstructed)",
+        "kdzoo": "KD-Zoo: A and Λ clamped at 1e-12 and divided by their batch max, MSE means, mean over "
+                 "layers, one-to-one, weights 0.1 / 5 / 5, KD-Zoo's layer-matching rule",
+        "official": "official Caffe layers: A and Λ divided by their batch max, Caffe's EuclideanLoss "
+                    "(edges 1/(2N)·Σ, transformation ½·Σ), one-to-one, loss weights 0 / 0.005 / 0.005",
+    },
+    check=_check_graph,
+)
 
 
-def check_eps(knobs) -> float:
-    return check_real("eps", knobs["eps"], low=0.0)
-
-
-def irg_loss(
-    student_features,
-    teacher_features,
-    student_logits=None,
-    teacher_logits=None,
-    *,
-    transformations=(),
-    match: str = "none",
-    convention: str | None = None,
-    lambda1: float | None = None,
-    lambda2: float | None = None,
-    lambda3: float | None = None,
-    mode: str | None = None,
-    normalize: str | None = None,
-    eps: float | None = None,
-    reduction: str | None = None,
-    layer_reduction: str | None = None,
-) -> float:
+@IRG_LOSS.implement(NUMPY)
+def irg_loss(student_features: list[np.ndarray], teacher_features: list[np.ndarray],
+             student_logits: np.ndarray | None, teacher_logits: np.ndarray | None, transformations, *,
+             lambda1: float, lambda2: float, lambda3: float, mode: str, normalize: str, eps: float,
+             reduction: str, layer_reduction: str, match: str, caffe_gradients: bool) -> float:
     r"""The IRG loss (without the cross-entropy with the labels, which is the caller's):
 
     .. math:: \lambda_1\,\mathcal L_{logits}
               +\lambda_2\sum_{l_M\in L_M}\lVert A^T_L-A^S_{l_M}\rVert_F^2
               +\lambda_3\sum_{(l_1,l_2,l_3,l_4)}\lVert\Lambda^T_{l_1,l_2}-\Lambda^S_{l_3,l_4}\rVert_2^2
               \quad\text{(default, ``"paper"``)}.
-
-    Args:
-      student_features: the student's layers, a list of ``[N, ...]`` arrays (each flattened to
-        one vector per instance; widths may differ from the teacher's).
-      teacher_features: the teacher's layers, a list of ``[N, ...]`` arrays, a constant target.
-      student_logits, teacher_logits: ``[N, K]`` each, for the vertex term; may be omitted when
-        ``lambda1 == 0``.
-      transformations: the transformation pairs, each ``(a, b)`` (layers :math:`a\to b` of both
-        networks) or ``(l1, l2, l3, l4)`` (teacher :math:`l_1\to l_2`, student :math:`l_3\to l_4`),
-        indices into the feature lists. Default: none.
-      match: how the two layers of a transformation pair are brought to one width: ``"none"``
-        (equal widths required; the paper's rule is unknown) or ``"kdzoo"`` (KD-Zoo's pooling /
-        channel-pair rule, see :func:`match_transformation`).
-      convention: ``"paper"`` (default), ``"kdzoo"`` or ``"official"``.
-      lambda1, lambda2, lambda3: the weights :math:`\lambda_{1,2,3}\ge0` of the vertex, edge and
-        transformation terms (paper: 1, 1, 1 — its values are not confirmed; kdzoo 0.1, 5, 5;
-        official 0, 0.005, 0.005).
-      mode: ``"one_to_many"`` (the paper: the teacher's **last** layer guides every student
-        layer) or ``"one_to_one"`` (student layer :math:`l` against teacher layer :math:`l`; the
-        lists must have the same length).
-      normalize: ``"none"`` or ``"max"`` (each edge matrix and transformation vector divided by
-        its batch maximum; 0 where that maximum is 0).
-      eps: clamp the squared distances of edges (off the diagonal) and transformations at
-        :math:`\epsilon` (KD-Zoo 1e-12; 0 = no clamp).
-      reduction: of each term's squared differences, ``"sum"``, ``"mean"`` over the entries, or
-        ``"caffe"`` (:math:`\frac{1}{2N}\sum` for edges and logits, :math:`\frac12\sum` for
-        transformations; see :func:`term_reduction`).
-      layer_reduction: over the edge layers and over the transformation pairs, ``"sum"`` or ``"mean"``.
 
     Returns:
       a float.
@@ -374,62 +381,24 @@ def irg_loss(
       >>> print(f"{irg_loss([s_feat], [t_feat], lambda1=0.0, lambda3=0.0):.8g}")
       165.8128
     """
-    knobs = CONVENTIONS.resolve(
-        convention, lambda1=lambda1, lambda2=lambda2, lambda3=lambda3, mode=mode, normalize=normalize, eps=eps,
-        reduction=reduction, layer_reduction=layer_reduction,
-    )
-    check_match(match)
-    lam1, lam2, lam3 = check_weights(knobs)
-    eps = check_eps(knobs)
-    student = _layers("student_features", student_features)
-    teacher = _layers("teacher_features", teacher_features)
-    flat_s = [as_embeddings(f"student_features[{i}]", f) for i, f in enumerate(student)]
-    flat_t = [as_embeddings(f"teacher_features[{i}]", f) for i, f in enumerate(teacher)]
-    for i, f in enumerate(flat_s[1:], 1):
-        check_same_batch(f"student_features[{i}]", f, "student_features[0]", flat_s[0])
-    for i, f in enumerate(flat_t):
-        check_same_batch(f"teacher_features[{i}]", f, "student_features[0]", flat_s[0])
-    logits = _check_logits(student_logits, teacher_logits, flat_s[0], lam1)
-    pairs = check_transformations(transformations, len(student), len(teacher))
-    if knobs["mode"] == "one_to_one" and len(teacher) != len(student):
-        raise ValueError(f"teacher_features must hold as many layers as student_features ({len(student)}) for "
-                         f"mode='one_to_one', got {len(teacher)}")
-    for l1, l2, l3, l4 in pairs:
-        check_match_shapes("teacher_features", teacher[l1].shape, teacher[l2].shape, l1, l2, match)
-        check_match_shapes("student_features", student[l3].shape, student[l4].shape, l3, l4, match)
+    flat_s = [f.reshape(len(f), -1) for f in student_features]
+    flat_t = [f.reshape(len(f), -1) for f in teacher_features]
 
     def over_layers(values: list[float]) -> float:
-        return float(np.mean(values)) if knobs["layer_reduction"] == "mean" else float(np.sum(values))
+        return float(np.mean(values)) if layer_reduction == "mean" else float(np.sum(values))
 
     total = 0.0
-    if logits is not None:
-        total += lam1 * vertex_loss(logits[0], logits[1], knobs["reduction"])
-    guides = flat_t if knobs["mode"] == "one_to_one" else [flat_t[-1]] * len(flat_s)
-    total += lam2 * over_layers([
-        edge_loss(f_s, f_t, normalize=knobs["normalize"], eps=eps, reduction=knobs["reduction"])
-        for f_s, f_t in zip(flat_s, guides, strict=True)])
+    if student_logits is not None:
+        total += lambda1 * vertex_loss(student_logits, teacher_logits, reduction)
+    guides = flat_t if mode == "one_to_one" else [flat_t[-1]] * len(flat_s)
+    total += lambda2 * over_layers([edge_loss(f_s, f_t, normalize=normalize, eps=eps, reduction=reduction)
+                                    for f_s, f_t in zip(flat_s, guides, strict=True)])
+    pairs = layer_quadruples(transformations or (), len(student_features), len(teacher_features))
     if pairs:
         terms = []
         for l1, l2, l3, l4 in pairs:
-            v_t = _transformation(teacher[l1], teacher[l2], match, eps, knobs["normalize"])
-            v_s = _transformation(student[l3], student[l4], match, eps, knobs["normalize"])
-            terms.append(transformation_loss(v_s, v_t, normalize=knobs["normalize"], reduction=knobs["reduction"]))
-        total += lam3 * over_layers(terms)
+            v_t = _transformation(teacher_features[l1], teacher_features[l2], match, eps, normalize)
+            v_s = _transformation(student_features[l3], student_features[l4], match, eps, normalize)
+            terms.append(transformation_loss(v_s, v_t, normalize=normalize, reduction=reduction))
+        total += lambda3 * over_layers(terms)
     return total
-
-
-def _check_logits(student_logits, teacher_logits, ref: np.ndarray, lam1: float):
-    """Both logits ``[N, K]`` of one shape, or both omitted when λ1 = 0."""
-    if student_logits is None or teacher_logits is None:
-        if lam1 > 0:
-            missing = "student_logits" if student_logits is None else "teacher_logits"
-            raise ValueError(f"{missing} is required for the vertex term (lambda1 = {lam1:g} > 0)")
-        if student_logits is None and teacher_logits is None:
-            return None
-        given = "teacher_logits" if student_logits is None else "student_logits"
-        raise ValueError(f"{given} was given without its counterpart; pass both logits or neither")
-    z_s = as_float_array("student_logits", student_logits, ndim=2)
-    z_t = as_float_array("teacher_logits", teacher_logits, ndim=2)
-    check_same_batch("student_logits", z_s, "student_features[0]", ref)
-    check_same_shape("teacher_logits", z_t, "student_logits", z_s)
-    return z_s, z_t

@@ -14,29 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdref.conventions import Conventions
-from kdref.reference._common import as_float_array, check_same_shape, reduce_batch
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY, reduce_batch
 
-__all__ = ["CONVENTIONS", "SCALE_FACTORS", "center_logits", "logit_regression_loss", "logit_regression_per_sample"]
-
-CONVENTIONS = Conventions(
-    loss="logit_regression_loss",
-    defaults={"scale": "half", "center": False, "reduction": "mean"},
-    presets={
-        "paper": {},
-        "kdzoo": {"scale": "per_class"},
-        "center": {"center": True},
-    },
-    aliases={"torchdistill": "kdzoo", "mse": "kdzoo"},
-    default="paper",
-    descriptions={
-        "paper": "½‖s − t‖² per example, mean over the batch (eq. 1)",
-        "kdzoo": "‖s − t‖²/C per example, mean over the batch: F.mse_loss, KD-Zoo, torchdistill MSELoss",
-        "center": "the paper's scale on per-row centred logits: shift-invariant, the high-T limit of ST (×C)",
-    },
-    choices={"scale": ("half", "per_class", "unit"), "center": (True, False), "reduction": ("mean", "sum", "none")},
-)
-
+__all__ = [
+    "LOGIT_REGRESSION_LOSS",
+    "SCALE_FACTORS",
+    "center_logits",
+    "logit_regression_loss",
+    "logit_regression_per_sample",
+]
 
 #: the factor of the per-example squared error for each ``scale`` knob, given C
 SCALE_FACTORS = {"half": lambda C: 0.5, "per_class": lambda C: 1.0 / C, "unit": lambda C: 1.0}
@@ -58,31 +45,38 @@ def logit_regression_per_sample(student: np.ndarray, teacher: np.ndarray, *, cen
     return np.sum((student - teacher) ** 2, axis=-1)
 
 
-def logit_regression_loss(
-    student: np.ndarray,
-    teacher: np.ndarray,
-    *,
-    convention: str | None = None,
-    scale: str | None = None,
-    center: bool | None = None,
-    reduction: str | None = None,
-):
+# ---------------------------------------------------------------------------------------------
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
+
+LOGIT_REGRESSION_LOSS = Declaration(
+    name="logit_regression_loss",
+    args=(Arg("student", "logits", "student logits :math:`s`"),
+          Arg("teacher", "logits", "teacher logits :math:`t`, a constant target", like="student")),
+    knobs=(
+        Knob("scale", "half", "the factor of e_n: ``\"half\"`` (½), ``\"per_class\"`` (1/C) or ``\"unit\"`` (1)",
+             choices=("half", "per_class", "unit")),
+        Knob("center", False, "subtract each row's mean logit from both inputs first", choices=(True, False)),
+        Knob("reduction", "mean", "``\"mean\"`` over the batch, ``\"sum\"`` or ``\"none\"``",
+             choices=("mean", "sum", "none")),
+    ),
+    presets={"paper": {}, "kdzoo": {"scale": "per_class"}, "center": {"center": True}},
+    aliases={"torchdistill": "kdzoo", "mse": "kdzoo"},
+    descriptions={
+        "paper": "½‖s − t‖² per example, mean over the batch (eq. 1)",
+        "kdzoo": "‖s − t‖²/C per example, mean over the batch: F.mse_loss, KD-Zoo, torchdistill MSELoss",
+        "center": "the paper's scale on per-row centred logits: shift-invariant, the high-T limit of ST (×C)",
+    },
+)
+
+
+@LOGIT_REGRESSION_LOSS.implement(NUMPY)
+def logit_regression_loss(student: np.ndarray, teacher: np.ndarray, *, scale: str, center: bool, reduction: str):
     r"""L2 regression of the student's logits on the teacher's.
 
     .. math::
         \mathcal L_{\text{paper}} = \frac1N\sum_{n=1}^{N}\frac12\sum_{c=1}^{C}(s_{nc}-t_{nc})^2,
         \qquad
         \mathcal L_{\text{kdzoo}} = \frac{1}{NC}\sum_{n,c}(s_{nc}-t_{nc})^2 = \frac2C\,\mathcal L_{\text{paper}}.
-
-    Args:
-      student: student logits, ``[N, C]``.
-      teacher: teacher logits, ``[N, C]``, a constant target.
-      convention: ``"paper"`` (default), ``"kdzoo"`` (aliases ``"mse"``, ``"torchdistill"``:
-        ``F.mse_loss``) or ``"center"`` (paper scale on centred logits).
-      scale: ``"half"`` (:math:`\tfrac12 e_n`), ``"per_class"`` (:math:`e_n / C`) or ``"unit"``
-        (:math:`e_n`; with ``reduction="sum"`` this is ``F.mse_loss(reduction="sum")``).
-      center: subtract each row's mean logit from both inputs first.
-      reduction: ``"mean"`` over the batch, ``"sum"`` or ``"none"``.
 
     Returns:
       a float, or ``[N]`` for ``reduction="none"``.
@@ -102,10 +96,5 @@ def logit_regression_loss(
     .. seealso:: :func:`kdref.reference.st.soft_target_loss`, whose high-temperature limit is
        the ``"center"`` convention divided by :math:`C`.
     """
-    knobs = CONVENTIONS.resolve(convention, scale=scale, center=center, reduction=reduction)
-    student = as_float_array("student", student, ndim=2)
-    teacher = as_float_array("teacher", teacher, ndim=2)
-    check_same_shape("teacher", teacher, "student", student)
-    e = logit_regression_per_sample(student, teacher, center=knobs["center"])
-    per_sample = e * SCALE_FACTORS[knobs["scale"]](student.shape[1])
-    return reduce_batch(per_sample, knobs["reduction"])
+    e = logit_regression_per_sample(student, teacher, center=center)
+    return reduce_batch(e * SCALE_FACTORS[scale](student.shape[1]), reduction)

@@ -22,23 +22,16 @@ Channel counts may differ; the spatial sizes must agree (or be matched by an exp
 
 from __future__ import annotations
 
-import numbers
+import math
 
 import numpy as np
 
-from kdref._scalars import check_real
-from kdref.conventions import Conventions
-from kdref.reference._common import (
-    adaptive_pool2d,
-    as_float_array,
-    check_same_batch,
-    l2_normalize,
-    reduce_batch,
-    resize_bilinear,
-)
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY, adaptive_pool2d, l2_normalize, reduce_batch, resize_bilinear
 
 __all__ = [
-    "CONVENTIONS",
+    "GAUSSIAN_SIGMA2_HEURISTIC",
+    "NST_LOSS",
     "SIGMA2_DEGENERATE",
     "channel_maps",
     "gaussian_sigma2_heuristic",
@@ -51,36 +44,6 @@ __all__ = [
     "sample_sets",
     "sample_weights",
 ]
-
-CONVENTIONS = Conventions(
-    loss="nst_loss",
-    defaults={
-        "kernel": "poly", "c": 0.0, "d": 2, "teacher_term": True, "half": True, "reduction": "mean",
-        "eps": 1e-12, "eps_mode": "clamp", "zero_channel": "keep", "spatial": "error",
-    },
-    presets={
-        "paper": {},
-        "official": {"teacher_term": False, "half": False, "reduction": "sum", "eps": 1e-10, "eps_mode": "sqrt_add"},
-        "kdzoo": {"half": False},
-    },
-    aliases={"repdistiller": "kdzoo", "mdistiller": "kdzoo"},
-    default="paper",
-    descriptions={
-        "paper": "λ/2 · full MMD², polynomial kernel d = 2, c = 0, mean over the batch (reconstructed)",
-        "official": "official MXNet code: λ · (mean k(y,y') − 2 mean k(y,x)), teacher–teacher term dropped, "
-                    "sum over the batch, x/√(‖x‖² + 1e-10)",
-        "kdzoo": "full MMD², mean over the batch, no ½: KD-Zoo, RepDistiller, mdistiller",
-    },
-    choices={
-        "kernel": ("poly", "linear", "gaussian"),
-        "teacher_term": (True, False),
-        "half": (True, False),
-        "reduction": ("mean", "sum", "none"),
-        "eps_mode": ("clamp", "add", "sqrt_add"),
-        "zero_channel": ("keep", "drop"),
-        "spatial": ("error", "interpolate", "avgpool"),
-    },
-)
 
 
 def channel_maps(fm: np.ndarray) -> np.ndarray:
@@ -184,63 +147,23 @@ def match_spatial(student: np.ndarray, teacher: np.ndarray, spatial: str) -> tup
     r"""Bring both maps to one spatial size, so that the samples live in one space
     :math:`\mathbb R^{HW}`.
 
-    ``"error"``: the sizes must already agree (KD-Zoo). ``"interpolate"``: the student is resized
-    bilinearly (``align_corners=False``) to the teacher's size (the paper: "interpolate").
-    ``"avgpool"``: each map larger than :math:`(\min(H_S,H_T), \min(W_S,W_T))` is adaptive-average
-    pooled to it (RepDistiller and mdistiller pool the larger of two square maps).
+    ``"error"``: the sizes must already agree (KD-Zoo; the losses' declared check refuses others).
+    ``"interpolate"``: the student is resized bilinearly (``align_corners=False``) to the teacher's
+    size (the paper: "interpolate"). ``"avgpool"``: each map larger than
+    :math:`(\min(H_S,H_T), \min(W_S,W_T))` is adaptive-average pooled to it (RepDistiller and
+    mdistiller pool the larger of two square maps).
     """
     s_hw, t_hw = student.shape[2:], teacher.shape[2:]
-    if s_hw == t_hw:
+    if s_hw == t_hw or spatial == "error":
         return student, teacher
     if spatial == "interpolate":
         return resize_bilinear(student, t_hw), teacher
-    if spatial == "avgpool":
-        out = (min(s_hw[0], t_hw[0]), min(s_hw[1], t_hw[1]))
+    out = (min(s_hw[0], t_hw[0]), min(s_hw[1], t_hw[1]))  # "avgpool"
 
-        def pool(x):
-            return x if x.shape[2:] == out else adaptive_pool2d(x, out, "avg")
+    def pool(x):
+        return x if x.shape[2:] == out else adaptive_pool2d(x, out, "avg")
 
-        return pool(student), pool(teacher)
-    raise ValueError(f"teacher must have the spatial size of student {tuple(s_hw)}, got {tuple(t_hw)}; "
-                     "pass spatial='interpolate' or 'avgpool' to match them")
-
-
-def _check_degree(d) -> int:
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral):
-        raise TypeError(f"d must be an integer, got {type(d).__name__}")
-    if d < 1:
-        raise ValueError(f"d must be >= 1, got {d}")
-    return int(d)
-
-
-def check_knob_values(knobs) -> tuple[float, int, float]:
-    """The resolved numeric knobs, checked: ``c`` finite, ``d`` an integer ≥ 1, ``eps`` > 0
-    (shared with :mod:`kdref.torch.nst`)."""
-    c = check_real("c", knobs["c"])
-    d = _check_degree(knobs["d"])
-    eps = check_real("eps", knobs["eps"], low=0.0)
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    return c, d, eps
-
-
-def _check_sigma2(sigma2, kernel: str, n: int):
-    """σ²: a positive number or ``[N]`` positive numbers; given exactly when the kernel is Gaussian."""
-    if sigma2 is not None:
-        if isinstance(sigma2, (str, bool)) or not isinstance(sigma2, (numbers.Real, np.ndarray)):
-            raise TypeError(f"sigma2 must be a real number or a [N] array, got {type(sigma2).__name__}")
-        values = np.asarray(sigma2)
-        if not np.issubdtype(values.dtype, np.floating) and not np.issubdtype(values.dtype, np.integer):
-            raise TypeError(f"sigma2 must be real, got dtype {values.dtype}")
-        if values.ndim > 1 or (values.ndim == 1 and values.shape != (n,)):
-            raise ValueError(f"sigma2 must be a number or have shape ({n},), got shape {values.shape}")
-        if not np.all(np.isfinite(values) & (values > 0)):
-            raise ValueError(f"sigma2 must be finite and > 0, got {sigma2}")
-    if kernel == "gaussian" and sigma2 is None:
-        raise ValueError("sigma2 is required for kernel='gaussian' (see gaussian_sigma2_heuristic)")
-    if kernel != "gaussian" and sigma2 is not None:
-        raise ValueError(f"sigma2 is the Gaussian kernel's bandwidth; kernel={kernel!r} does not use it")
-    return None if sigma2 is None else np.asarray(sigma2, dtype=np.float64)
+    return pool(student), pool(teacher)
 
 
 def sample_sets(student: np.ndarray, teacher: np.ndarray, *, eps: float = 1e-12, eps_mode: str = "clamp",
@@ -255,102 +178,9 @@ def sample_sets(student: np.ndarray, teacher: np.ndarray, *, eps: float = 1e-12,
     Returns:
       ``x [N, C_T, M], w [N, C_T], y [N, C_S, M], v [N, C_S]``.
     """
-    student = as_float_array("student", student, ndim=4)
-    teacher = as_float_array("teacher", teacher, ndim=4)
-    check_same_batch("teacher", teacher, "student", student)
     w, v = sample_weights(teacher, zero_channel), sample_weights(student, zero_channel)
     student, teacher = match_spatial(student, teacher, spatial)
     return (normalized_channel_maps(teacher, eps, eps_mode), w, normalized_channel_maps(student, eps, eps_mode), v)
-
-
-def nst_loss(
-    student: np.ndarray,
-    teacher: np.ndarray,
-    *,
-    lam: float = 1.0,
-    sigma2=None,
-    convention: str | None = None,
-    kernel: str | None = None,
-    c: float | None = None,
-    d: int | None = None,
-    teacher_term: bool | None = None,
-    half: bool | None = None,
-    reduction: str | None = None,
-    eps: float | None = None,
-    eps_mode: str | None = None,
-    zero_channel: str | None = None,
-    spatial: str | None = None,
-):
-    r"""The NST loss: the weighted squared MMD between the teacher's and the student's
-    normalised channel maps.
-
-    .. math:: \mathcal L = \frac{\lambda}{2}\cdot\frac1N\sum_{n=1}^{N}
-              \mathcal L_{\mathrm{MMD}^2}\big(\mathbf F_{T,n}, \mathbf F_{S,n}\big)
-              \quad\text{(default, ``"paper"``)}.
-
-    The cross-entropy with the labels, the other term of the paper's objective, is left to the
-    caller.
-
-    Args:
-      student: student feature maps :math:`\mathbf F_S`, ``[N, C_S, H, W]``.
-      teacher: teacher feature maps :math:`\mathbf F_T`, ``[N, C_T, H, W]``, a constant target;
-        :math:`C_T` may differ from :math:`C_S`.
-      lam: the weight :math:`\lambda \ge 0`.
-      sigma2: the Gaussian kernel's :math:`\sigma^2` — a number or one per example ``[N]``;
-        required for ``kernel="gaussian"`` and refused otherwise. The spec's data-driven choice is
-        :func:`gaussian_sigma2_heuristic`.
-      convention: ``"paper"`` (default), ``"official"`` or ``"kdzoo"`` (aliases
-        ``"repdistiller"``, ``"mdistiller"``).
-      kernel: ``"poly"`` :math:`(x^\top y+c)^d`, ``"linear"`` :math:`x^\top y` or ``"gaussian"``.
-      c, d: the polynomial kernel's offset and integer degree :math:`d\ge1` (0 and 2 in every
-        convention); ignored by the other kernels.
-      teacher_term: include the teacher–teacher sum (full :math:`\mathrm{MMD}^2`); ``False`` is the
-        official code's form.
-      half: multiply by ½ (the paper's :math:`\lambda/2`).
-      reduction: over the batch, ``"mean"``, ``"sum"`` or ``"none"`` (``[N]``).
-      eps, eps_mode: the normalisation's :math:`\epsilon` rule (see
-        :func:`normalized_channel_maps`); ``eps > 0``.
-      zero_channel: ``"keep"`` all-zero channels as samples at the origin (they count in the
-        :math:`1/C^2` means) or ``"drop"`` them from the sample sets (see :func:`sample_weights`);
-        a channel counts as zero when it is zero in the map as given, before any spatial matching.
-      spatial: ``"error"`` when the spatial sizes differ, ``"interpolate"`` or ``"avgpool"`` (see
-        :func:`match_spatial`).
-
-    Returns:
-      a float, or ``[N]`` for ``reduction="none"``.
-
-    Examples:
-      >>> import numpy as np
-      >>> fs = np.array([[[[1, 2], [0, -1]], [[0.5, 0], [1, 2]]],
-      ...                [[[0, 0], [3, 1]], [[2, -1], [0, 0.5]]]])
-      >>> ft = np.array([[[[2, 1], [0, 0]], [[1, 1], [1, 1]], [[0, -2], [1, 0.5]]],
-      ...                [[[1, 0], [2, 2]], [[0, 1], [0, 3]], [[-1, 0], [0.5, 1]]]])
-      >>> print(f"{nst_loss(fs, ft):.8g}")
-      0.21790137
-      >>> print(f"{nst_loss(fs, ft, convention='kdzoo'):.8g}")
-      0.43580275
-      >>> print(f"{nst_loss(fs, ft, lam=50.0, convention='official'):.8g}")
-      -7.6621315
-
-    References:
-      Huang, Wang. *Like What You Like: Knowledge Distill via Neuron Selectivity Transfer*,
-      arXiv:1707.01219 (reconstructed formula).
-
-    .. seealso:: :func:`mmd2`, the per-example statistic; :func:`gaussian_sigma2_heuristic`.
-    """
-    knobs = CONVENTIONS.resolve(
-        convention, kernel=kernel, c=c, d=d, teacher_term=teacher_term, half=half, reduction=reduction, eps=eps,
-        eps_mode=eps_mode, zero_channel=zero_channel, spatial=spatial,
-    )
-    c, d, eps = check_knob_values(knobs)
-    lam = check_real("lam", lam, low=0.0)
-    x, w, y, v = sample_sets(student, teacher, eps=eps, eps_mode=knobs["eps_mode"],
-                             zero_channel=knobs["zero_channel"], spatial=knobs["spatial"])
-    sigma2 = _check_sigma2(sigma2, knobs["kernel"], x.shape[0])
-    per_example = mmd2(x, y, w, v, kernel=knobs["kernel"], c=c, d=d, sigma2=sigma2,
-                       teacher_term=knobs["teacher_term"])
-    factor = lam / 2.0 if knobs["half"] else lam
-    return factor * reduce_batch(per_example, knobs["reduction"])
 
 
 #: a mean squared distance at or below this counts as 0 (all samples coincide): σ² = 1 then
@@ -375,16 +205,145 @@ def mean_squared_distance(z: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.where(pairs > 0, total / np.maximum(pairs, 1.0), 0.0)
 
 
-def gaussian_sigma2_heuristic(
-    student: np.ndarray,
-    teacher: np.ndarray,
-    *,
-    convention: str | None = None,
-    eps: float | None = None,
-    eps_mode: str | None = None,
-    zero_channel: str | None = None,
-    spatial: str | None = None,
-) -> np.ndarray:
+# ---------------------------------------------------------------------------------------------
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
+
+
+def _check_samples(arguments, knobs) -> None:
+    """The sample sets are defined: ``eps > 0``, and one spatial size unless a rule matches them."""
+    if knobs["eps"] == 0:
+        raise ValueError(f"eps must be > 0, got {knobs['eps']}")
+    s_hw, t_hw = tuple(arguments["student"].shape[2:]), tuple(arguments["teacher"].shape[2:])
+    if knobs["spatial"] == "error" and s_hw != t_hw:
+        raise ValueError(f"teacher must have the spatial size of student {s_hw}, got {t_hw}; "
+                         "pass spatial='interpolate' or 'avgpool' to match them")
+
+
+def _check_kernel(arguments, knobs) -> None:
+    """As :func:`_check_samples`; σ² is given exactly when the kernel is Gaussian, and ``c``, ``d``
+    keep their defaults unless the kernel is polynomial (a knob is never accepted and ignored)."""
+    _check_samples(arguments, knobs)
+    kernel, sigma2 = knobs["kernel"], arguments["sigma2"]
+    if kernel == "gaussian" and sigma2 is None:
+        raise ValueError("sigma2 is required for kernel='gaussian' (see gaussian_sigma2_heuristic)")
+    if kernel != "gaussian" and sigma2 is not None:
+        raise ValueError(f"sigma2 is the Gaussian kernel's bandwidth; kernel={kernel!r} does not use it")
+    if kernel != "poly" and (knobs["c"] != 0 or knobs["d"] != 2):
+        raise ValueError(f"c and d are the polynomial kernel's offset and degree; kernel={kernel!r} does not use "
+                         f"them, got c={knobs['c']}, d={knobs['d']}")
+
+
+_FEATURE_PAIR = (
+    Arg("student", "features", "student feature maps :math:`\\mathbf F_S`"),
+    Arg("teacher", "features", "teacher feature maps :math:`\\mathbf F_T`, a constant target; :math:`C_T` may "
+        "differ from :math:`C_S`, and the spatial size too under a ``spatial`` rule", like="student", match="batch"),
+)
+
+NST_LOSS = Declaration(
+    name="nst_loss",
+    args=(*_FEATURE_PAIR,
+          Arg("sigma2", "temperature", "the Gaussian kernel's :math:`\\sigma^2`, required for "
+              "``kernel=\"gaussian\"`` and refused otherwise (a constant; the spec's data-driven choice is "
+              ":func:`gaussian_sigma2_heuristic`)", like="student", optional=True, per_sample=True)),
+    knobs=(
+        Knob("lam", 1.0, "the weight :math:`\\lambda`", low=0.0),
+        Knob("kernel", "poly", ":math:`(x^\\top y+c)^d`, :math:`x^\\top y` or "
+             ":math:`\\exp(-\\lVert x-y\\rVert^2/2\\sigma^2)`", choices=("poly", "linear", "gaussian")),
+        Knob("c", 0.0, "the polynomial kernel's offset (0 in every convention)", low=-math.inf),
+        Knob("d", 2, "the polynomial kernel's degree (2 in every convention)", low=1, integer=True),
+        Knob("teacher_term", True, "include the teacher–teacher sum (full :math:`\\mathrm{MMD}^2`); ``False`` is "
+             "the official code's form", choices=(True, False)),
+        Knob("half", True, "multiply by ½ (the paper's :math:`\\lambda/2`)", choices=(True, False)),
+        Knob("reduction", "mean", "over the batch (``\"none\"``: ``[N]``)", choices=("mean", "sum", "none")),
+        Knob("eps", 1e-12, "the normalisation's :math:`\\epsilon`, > 0 (see :func:`normalized_channel_maps`)",
+             low=0.0),
+        Knob("eps_mode", "clamp", "the normalisation's :math:`\\epsilon` rule (see :func:`normalized_channel_maps`)",
+             choices=("clamp", "add", "sqrt_add")),
+        Knob("zero_channel", "keep", "``\"keep\"`` all-zero channels as samples at the origin (they count in the "
+             ":math:`1/C^2` means) or ``\"drop\"`` them from the sample sets (see :func:`sample_weights`); a channel "
+             "counts as zero when it is zero in the map as given, before any spatial matching",
+             choices=("keep", "drop")),
+        Knob("spatial", "error", "``\"error\"`` when the spatial sizes differ, or a rule that matches them (see "
+             ":func:`match_spatial`)", choices=("error", "interpolate", "avgpool")),
+    ),
+    presets={
+        "paper": {},
+        "official": {"teacher_term": False, "half": False, "reduction": "sum", "eps": 1e-10, "eps_mode": "sqrt_add"},
+        "kdzoo": {"half": False},
+    },
+    aliases={"repdistiller": "kdzoo", "mdistiller": "kdzoo"},
+    descriptions={
+        "paper": "λ/2 · full MMD², polynomial kernel d = 2, c = 0, mean over the batch (reconstructed)",
+        "official": "official MXNet code: λ · (mean k(y,y') − 2 mean k(y,x)), teacher–teacher term dropped, "
+                    "sum over the batch, x/√(‖x‖² + 1e-10)",
+        "kdzoo": "full MMD², mean over the batch, no ½: KD-Zoo, RepDistiller, mdistiller",
+    },
+    check=_check_kernel,
+)
+
+#: the sample-set knobs of :data:`NST_LOSS` alone: the heuristic bandwidth reads the same samples
+GAUSSIAN_SIGMA2_HEURISTIC = NST_LOSS.derive(
+    "gaussian_sigma2_heuristic",
+    args=_FEATURE_PAIR,
+    drop_knobs=("lam", "kernel", "c", "d", "teacher_term", "half", "reduction"),
+    descriptions={
+        "paper": "the samples of nst_loss's 'paper': x/max(‖x‖, 1e-12)",
+        "official": "the samples of the official code: x/√(‖x‖² + 1e-10)",
+        "kdzoo": "the samples of KD-Zoo, RepDistiller, mdistiller: x/max(‖x‖, 1e-12)",
+    },
+    check=_check_samples,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The public functions
+
+
+@NST_LOSS.implement(NUMPY)
+def nst_loss(student: np.ndarray, teacher: np.ndarray, sigma2: float | np.ndarray | None, *, lam: float, kernel: str,
+             c: float, d: int, teacher_term: bool, half: bool, reduction: str, eps: float, eps_mode: str,
+             zero_channel: str, spatial: str):
+    r"""The NST loss: the weighted squared MMD between the teacher's and the student's
+    normalised channel maps.
+
+    .. math:: \mathcal L = \frac{\lambda}{2}\cdot\frac1N\sum_{n=1}^{N}
+              \mathcal L_{\mathrm{MMD}^2}\big(\mathbf F_{T,n}, \mathbf F_{S,n}\big)
+              \quad\text{(default, ``"paper"``)}.
+
+    The cross-entropy with the labels, the other term of the paper's objective, is left to the
+    caller.
+
+    Returns:
+      a float, or ``[N]`` for ``reduction="none"``.
+
+    Examples:
+      >>> import numpy as np
+      >>> fs = np.array([[[[1, 2], [0, -1]], [[0.5, 0], [1, 2]]],
+      ...                [[[0, 0], [3, 1]], [[2, -1], [0, 0.5]]]])
+      >>> ft = np.array([[[[2, 1], [0, 0]], [[1, 1], [1, 1]], [[0, -2], [1, 0.5]]],
+      ...                [[[1, 0], [2, 2]], [[0, 1], [0, 3]], [[-1, 0], [0.5, 1]]]])
+      >>> print(f"{nst_loss(fs, ft):.8g}")
+      0.21790137
+      >>> print(f"{nst_loss(fs, ft, convention='kdzoo'):.8g}")
+      0.43580275
+      >>> print(f"{nst_loss(fs, ft, lam=50.0, convention='official'):.8g}")
+      -7.6621315
+
+    References:
+      Huang, Wang. *Like What You Like: Knowledge Distill via Neuron Selectivity Transfer*,
+      arXiv:1707.01219 (reconstructed formula).
+
+    .. seealso:: :func:`mmd2`, the per-example statistic; :func:`gaussian_sigma2_heuristic`.
+    """
+    x, w, y, v = sample_sets(student, teacher, eps=eps, eps_mode=eps_mode, zero_channel=zero_channel, spatial=spatial)
+    per_example = mmd2(x, y, w, v, kernel=kernel, c=c, d=d, sigma2=sigma2, teacher_term=teacher_term)
+    factor = lam / 2.0 if half else lam
+    return factor * reduce_batch(per_example, reduction)
+
+
+@GAUSSIAN_SIGMA2_HEURISTIC.implement(NUMPY)
+def gaussian_sigma2_heuristic(student: np.ndarray, teacher: np.ndarray, *, eps: float, eps_mode: str,
+                              zero_channel: str, spatial: str) -> np.ndarray:
     r"""A data-driven Gaussian bandwidth, one per example: the mean squared distance over the
     distinct pairs of the pooled samples :math:`\{x^i\}\cup\{y^j\}` (:math:`C_S+C_T` normalised
     channel maps, or those left after ``zero_channel="drop"``):
@@ -396,11 +355,7 @@ def gaussian_sigma2_heuristic(
     **[reconstructed]**. Pass the result to :func:`nst_loss` as ``sigma2``: the loss treats it as
     a constant (in :mod:`kdref.torch` it is detached). Where every sample coincides (or fewer than
     two are left), any :math:`\sigma^2` gives the same :math:`\mathrm{MMD}^2`, and 1 is returned.
-
-    Args:
-      student, teacher: feature maps, as for :func:`nst_loss`.
-      convention, eps, eps_mode, zero_channel, spatial: the normalisation and sample-set knobs of
-        :func:`nst_loss`, resolved the same way.
+    The knobs are :func:`nst_loss`'s normalisation and sample-set knobs, resolved the same way.
 
     Returns:
       ``[N]``.
@@ -417,9 +372,6 @@ def gaussian_sigma2_heuristic(
       >>> print(f"{nst_loss(fs, ft, kernel='gaussian', sigma2=sigma2, convention='kdzoo'):.8g}")
       0.22553064
     """
-    knobs = CONVENTIONS.resolve(convention, eps=eps, eps_mode=eps_mode, zero_channel=zero_channel, spatial=spatial)
-    _, _, eps = check_knob_values(knobs)
-    x, w, y, v = sample_sets(student, teacher, eps=eps, eps_mode=knobs["eps_mode"],
-                             zero_channel=knobs["zero_channel"], spatial=knobs["spatial"])
+    x, w, y, v = sample_sets(student, teacher, eps=eps, eps_mode=eps_mode, zero_channel=zero_channel, spatial=spatial)
     mean = mean_squared_distance(np.concatenate([x, y], axis=1), np.concatenate([w, v], axis=1))
     return np.where(mean > SIGMA2_DEGENERATE, mean, 1.0)

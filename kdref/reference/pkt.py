@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdref._scalars import check_real
-from kdref.conventions import Conventions
-from kdref.reference._common import as_embeddings, check_min_batch, check_same_batch
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY
 
 __all__ = [
-    "CONVENTIONS",
+    "PKT_LOSS",
     "conditional_probabilities",
     "cosine_kernel",
     "kl_per_anchor",
@@ -41,27 +40,6 @@ __all__ = [
     "pkt_loss",
     "unit_rows",
 ]
-
-CONVENTIONS = Conventions(
-    loss="pkt_loss",
-    defaults={"include_self": False, "eps": 0.0, "reduction": "sum"},
-    presets={
-        "paper": {},
-        "official": {"include_self": True, "eps": 1e-7, "reduction": "mean"},
-        "kdzoo": {"include_self": True, "eps": 1e-6, "reduction": "mean"},
-    },
-    aliases={"repdistiller": "official", "mdistiller": "official", "torchdistill": "official"},
-    default="paper",
-    descriptions={
-        "paper": "cosine kernel, self-pairs excluded, KL(P‖Q) summed over the N(N−1) pairs i ≠ j, exact "
-                 "normalisation and log (reconstructed)",
-        "official": "official code (passalis/probabilistic_kt), RepDistiller, mdistiller, torchdistill: self-pairs "
-                    "kept, mean over the N² entries, x/(‖x‖+1e-7) and log((P+1e-7)/(Q+1e-7))",
-        "kdzoo": "KD-Zoo's PKTCosSim: the official formula with ε = 1e-6",
-    },
-    choices={"include_self": (True, False), "reduction": ("sum", "mean", "none")},
-)
-
 
 def unit_rows(x: np.ndarray, eps: float = 0.0) -> np.ndarray:
     r"""Each sample divided by its length, :math:`\hat x_i = x_i/(\lVert x_i\rVert_2+\varepsilon)`.
@@ -168,44 +146,59 @@ def _check_no_zero_row(name: str, x: np.ndarray) -> None:
                          "which gives a zero row the kernel value 1/2 against every sample")
 
 
-def check_knobs(knobs, n: int) -> float:
-    """``eps`` a finite number ≥ 0, and enough samples for the self-pair rule (shared with
-    :mod:`kdref.torch.pkt`); returns ``eps``."""
-    if not knobs["include_self"]:
-        check_min_batch("student", n, 2, "without the self-pairs (p_{j|i} is normalised over the other samples)")
-    return check_real("eps", knobs["eps"], low=0.0)
+# ---------------------------------------------------------------------------------------------
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
 
 
-def pkt_loss(
-    student: np.ndarray,
-    teacher: np.ndarray,
-    *,
-    convention: str | None = None,
-    include_self: bool | None = None,
-    eps: float | None = None,
-    reduction: str | None = None,
-):
+def _min_batch(knobs) -> tuple[int, str]:
+    """Two samples without the self-pairs (one neighbour per anchor), one with them."""
+    if knobs["include_self"]:
+        return 1, "with the self-pairs"
+    return 2, "without the self-pairs (p_{j|i} is normalised over the other samples)"
+
+
+PKT_LOSS = Declaration(
+    name="pkt_loss",
+    args=(
+        Arg("student", "embeddings", "student embeddings :math:`y`; every axis after the first is flattened into "
+            "one vector per sample"),
+        Arg("teacher", "embeddings", "teacher embeddings :math:`x`, a constant target; :math:`D_t` may differ "
+            "from :math:`D_s`", like="student", match="batch"),
+    ),
+    knobs=(
+        Knob("include_self", False, "keep the self-pairs :math:`j=i` in the normalisation and the sum (the "
+             "official code) — not a constant factor: see :func:`conditional_probabilities`", choices=(True, False)),
+        Knob("eps", 0.0, r":math:`\varepsilon` in the normalisation :math:`x/(\lVert x\rVert+\varepsilon)` and in "
+             r"the log :math:`\log\frac{P+\varepsilon}{Q+\varepsilon}` (0 in the paper, 1e-7 officially, 1e-6 in "
+             "KD-Zoo); with ``eps = 0`` an all-zero row is a ``ValueError``", low=0.0),
+        Knob("reduction", "sum", "``\"sum\"`` over the terms (the paper), ``\"mean\"`` over them (divided by "
+             ":func:`pair_count`: :math:`N(N-1)`, or :math:`N^2` with the self-pairs), or ``\"none\"``: the KL of "
+             "each anchor, ``[N]``", choices=("sum", "mean", "none")),
+    ),
+    presets={
+        "paper": {},
+        "official": {"include_self": True, "eps": 1e-7, "reduction": "mean"},
+        "kdzoo": {"include_self": True, "eps": 1e-6, "reduction": "mean"},
+    },
+    aliases={"repdistiller": "official", "mdistiller": "official", "torchdistill": "official"},
+    descriptions={
+        "paper": "cosine kernel, self-pairs excluded, KL(P‖Q) summed over the N(N−1) pairs i ≠ j, exact "
+                 "normalisation and log (reconstructed)",
+        "official": "official code (passalis/probabilistic_kt), RepDistiller, mdistiller, torchdistill: self-pairs "
+                    "kept, mean over the N² entries, x/(‖x‖+1e-7) and log((P+1e-7)/(Q+1e-7))",
+        "kdzoo": "KD-Zoo's PKTCosSim: the official formula with ε = 1e-6",
+    },
+    min_batch=_min_batch,
+)
+
+
+@PKT_LOSS.implement(NUMPY)
+def pkt_loss(student: np.ndarray, teacher: np.ndarray, *, include_self: bool, eps: float, reduction: str):
     r"""The PKT loss: the KL divergence from the teacher's conditional distributions to the
     student's, summed over the anchors.
 
     .. math:: \mathcal L_{\mathrm{PKT}} = \sum_{i=1}^{N}\sum_{j\ne i}p_{j|i}\log\frac{p_{j|i}}{q_{j|i}}
               \quad\text{(default, ``"paper"``; reconstructed)}.
-
-    Args:
-      student: student embeddings :math:`y`, ``[N, D_s, ...]``; every axis after the first is
-        flattened into one vector per sample.
-      teacher: teacher embeddings :math:`x`, ``[N, D_t, ...]``, a constant target; :math:`D_t` may
-        differ from :math:`D_s`.
-      convention: ``"paper"`` (default), ``"official"`` (aliases ``"repdistiller"``,
-        ``"mdistiller"``, ``"torchdistill"``) or ``"kdzoo"``.
-      include_self: keep the self-pairs :math:`j=i` in the normalisation and the sum (the
-        official code) — not a constant factor: see :func:`conditional_probabilities`.
-      eps: :math:`\varepsilon\ge0` in the normalisation :math:`x/(\lVert x\rVert+\varepsilon)` and
-        in the log :math:`\log\frac{P+\varepsilon}{Q+\varepsilon}` (0 in the paper, 1e-7
-        officially, 1e-6 in KD-Zoo). With ``eps = 0`` an all-zero row is a ``ValueError``.
-      reduction: ``"sum"`` over the terms (the paper), ``"mean"`` over them (divided by
-        :func:`pair_count`: :math:`N(N-1)`, or :math:`N^2` with the self-pairs), or ``"none"``:
-        the KL of each anchor, ``[N]``.
 
     Returns:
       a float, or ``[N]`` for ``reduction="none"``. Without the self-pairs at least 2 samples
@@ -230,21 +223,16 @@ def pkt_loss(
 
     .. seealso:: :func:`cosine_kernel`, :func:`conditional_probabilities`, :func:`kl_per_anchor`.
     """
-    knobs = CONVENTIONS.resolve(convention, include_self=include_self, eps=eps, reduction=reduction)
-    y = as_embeddings("student", student)
-    x = as_embeddings("teacher", teacher)
-    check_same_batch("teacher", x, "student", y)
-    eps = check_knobs(knobs, y.shape[0])
+    y, x = student, teacher
     if eps == 0:
         _check_no_zero_row("student", y)
         _check_no_zero_row("teacher", x)
-    include_self = knobs["include_self"]
     P = conditional_probabilities(cosine_kernel(x, eps), include_self)
     Q = conditional_probabilities(cosine_kernel(y, eps), include_self)
     per_anchor = kl_per_anchor(P, Q, eps)
-    if knobs["reduction"] == "none":
+    if reduction == "none":
         return per_anchor
     total = float(np.sum(per_anchor))
-    if knobs["reduction"] == "mean":
+    if reduction == "mean":
         return total / pair_count(y.shape[0], include_self)
     return total

@@ -20,7 +20,7 @@ With :math:`t_i` (teacher) and :math:`s_i` (student) the embeddings of sample :m
 where :math:`\mu` is the mean off-diagonal distance of the same network. These formulas are
 **reconstructed** (from transcriptions of the paper's Sec. 3; its own text could not be checked).
 Every library computes the official code's version instead: the same potentials averaged over all
-:math:`N^2` pairs and :math:`N^3` triplets, degenerate ones included (see :data:`CONVENTIONS`).
+:math:`N^2` pairs and :math:`N^3` triplets, degenerate ones included (the ``"official"`` convention).
 
 **Degenerate entries.** A zero-length edge (two coincident samples) has no direction: kdref's
 cosine is 0 there, as the official code's, and its gradient is 0 (the official backward is
@@ -33,44 +33,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdref._scalars import check_real
-from kdref.conventions import Conventions
-from kdref.reference._common import as_embeddings, check_min_batch, check_same_batch, pairwise_sq_distances
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY, pairwise_sq_distances
 
 __all__ = [
-    "CONVENTIONS",
+    "RKD_ANGLE_LOSS",
+    "RKD_DISTANCE_LOSS",
+    "RKD_LOSS",
     "angle_potential",
     "distance_potential",
-    "fewest_samples",
     "huber",
-    "resolve_knobs",
     "rkd_angle_loss",
     "rkd_distance_loss",
     "rkd_loss",
 ]
-
-CONVENTIONS = Conventions(
-    loss="rkd_loss",
-    defaults={"tuples": "distinct", "reduction": "sum", "clamp_sq": 0.0, "mu": "offdiag", "squared": False},
-    presets={
-        "paper": {},
-        "official": {"tuples": "all", "reduction": "mean", "clamp_sq": 1e-12, "mu": "positive"},
-    },
-    aliases={"kdzoo": "official", "repdistiller": "official", "mdistiller": "official", "torchdistill": "official"},
-    default="paper",
-    descriptions={
-        "paper": "Huber over ordered distinct pairs and distinct triplets, summed; exact distances; "
-                 "μ the off-diagonal mean [reconstructed]",
-        "official": "lenscloth/RKD: smooth-L1 averaged over all N² pairs and N³ triplets (degenerate ones "
-                    "included); distances √max(d², 1e-12), μ the mean of the positive ones",
-    },
-    choices={
-        "tuples": ("distinct", "all"),
-        "reduction": ("sum", "mean"),
-        "mu": ("offdiag", "positive"),
-        "squared": (False, True),
-    },
-)
 
 
 def huber(a: np.ndarray, b: np.ndarray, delta: float = 1.0) -> np.ndarray:
@@ -129,108 +105,127 @@ def _reduce(terms: np.ndarray, mask: np.ndarray, reduction: str) -> float:
     return total if reduction == "sum" else total / np.count_nonzero(mask)
 
 
-def resolve_knobs(convention: str | None, **overrides) -> dict:
-    """The knobs of ``convention`` with the explicit ``overrides``, ``clamp_sq`` checked (both sides)."""
-    knobs = dict(CONVENTIONS.resolve(convention, **overrides))
-    knobs["clamp_sq"] = check_real("clamp_sq", knobs["clamp_sq"], low=0.0, high=1.0)
-    return knobs
+def _distance_term(s: np.ndarray, t: np.ndarray, tuples: str, reduction: str, clamp_sq: float, mu: str,
+                   squared: bool) -> float:
+    potential = {"clamp_sq": clamp_sq, "mu": mu, "squared": squared}
+    terms = huber(distance_potential(t, **potential), distance_potential(s, **potential))
+    return _reduce(terms, _tuples_mask(len(s), 2, tuples), reduction)
 
 
-def fewest_samples(term: str, knobs) -> tuple[int, str]:
-    """The smallest batch a term is defined for, and why: a pair for the distance term's μ; for the
-    angle term three samples only when averaging over distinct triplets (a sum over none is 0)."""
-    if term == "distance":
-        return 2, "for a distance (μ is a mean over pairs)"
+def _angle_term(s: np.ndarray, t: np.ndarray, tuples: str, reduction: str) -> float:
+    terms = huber(angle_potential(t), angle_potential(s))
+    return _reduce(terms, _tuples_mask(len(s), 3, tuples), reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
+
+
+def _distance_min_batch(knobs) -> tuple[int, str]:
+    """A pair, for the distance term's μ."""
+    return 2, "for a distance (μ is a mean over pairs)"
+
+
+def _angle_min_batch(knobs) -> tuple[int, str]:
+    """Three samples only when averaging over distinct triplets (a sum over none is 0)."""
     averaged = knobs["reduction"] == "mean" and knobs["tuples"] == "distinct"
     return (3 if averaged else 1), "for a mean over distinct triplets"
 
 
-def _inputs(student, teacher, term: str, knobs) -> tuple[np.ndarray, np.ndarray]:
-    s = as_embeddings("student", student)
-    t = as_embeddings("teacher", teacher)
-    check_same_batch("teacher", t, "student", s)
-    check_min_batch("student", len(s), *fewest_samples(term, knobs))
-    return s, t
+def _both_min_batch(knobs) -> tuple[int, str]:
+    """The larger of the two terms' minimum batches."""
+    angle, distance = _angle_min_batch(knobs), _distance_min_batch(knobs)
+    return angle if angle[0] > distance[0] else distance
 
 
-def rkd_distance_loss(student, teacher, *, convention: str | None = None, tuples: str | None = None,
-                      reduction: str | None = None, clamp_sq: float | None = None, mu: str | None = None,
-                      squared: bool | None = None) -> float:
+_PAIR = (
+    Arg("student", "embeddings", "student embeddings :math:`s` (every axis after the batch flattened)"),
+    Arg("teacher", "embeddings", "teacher embeddings :math:`t`, a constant target; the width may differ",
+        like="student", match="batch"),
+)
+
+RKD_DISTANCE_LOSS = Declaration(
+    name="rkd_distance_loss",
+    args=_PAIR,
+    knobs=(
+        Knob("tuples", "distinct", "``\"distinct\"`` pairs :math:`i\\ne j` and triplets (paper) or ``\"all\"`` "
+             ":math:`N^2` and :math:`N^3` entries, degenerate ones included (official)", choices=("distinct", "all")),
+        Knob("reduction", "sum", "``\"sum\"`` (paper; torchdistill's ``reduction=\"sum\"``) or ``\"mean\"`` over "
+             "the tuples", choices=("sum", "mean")),
+        Knob("clamp_sq", 0.0, "the distance potential's floor of :math:`d^2` before the square root (0, or the "
+             "official 1e-12)", low=0.0, high=1.0),
+        Knob("mu", "offdiag", "the pairs :math:`\\mu` averages: the off-diagonal ones (``\"offdiag\"``) or the "
+             "positive ones (``\"positive\"``)", choices=("offdiag", "positive")),
+        Knob("squared", False, "mdistiller's squared distances in the distance potential", choices=(False, True)),
+    ),
+    presets={
+        "paper": {},
+        "official": {"tuples": "all", "reduction": "mean", "clamp_sq": 1e-12, "mu": "positive"},
+    },
+    aliases={"kdzoo": "official", "repdistiller": "official", "mdistiller": "official", "torchdistill": "official"},
+    descriptions={
+        "paper": "Huber over ordered distinct pairs and distinct triplets, summed; exact distances; "
+                 "μ the off-diagonal mean [reconstructed]",
+        "official": "lenscloth/RKD: smooth-L1 averaged over all N² pairs and N³ triplets (degenerate ones "
+                    "included); distances √max(d², 1e-12), μ the mean of the positive ones",
+    },
+    min_batch=_distance_min_batch,
+)
+
+#: the angle term has no distance knobs: its potential is a cosine, with no clamp, μ or square
+RKD_ANGLE_LOSS = RKD_DISTANCE_LOSS.derive(
+    "rkd_angle_loss",
+    drop_knobs=("clamp_sq", "mu", "squared"),
+    descriptions={
+        "paper": "Huber over distinct triplets, summed; exact cosines [reconstructed]",
+        "official": "lenscloth/RKD: smooth-L1 averaged over all N³ triplets (degenerate ones included)",
+    },
+    min_batch=_angle_min_batch,
+)
+
+RKD_LOSS = RKD_DISTANCE_LOSS.derive(
+    "rkd_loss",
+    args=(*_PAIR,
+          Arg("w_dist", "weight", "the distance weight :math:`\\lambda_D`, 1 when ``None``", optional=True),
+          Arg("w_angle", "weight", "the angle weight :math:`\\lambda_A`, 2 when ``None``", optional=True)),
+    min_batch=_both_min_batch,
+)
+
+
+@RKD_DISTANCE_LOSS.implement(NUMPY)
+def rkd_distance_loss(student: np.ndarray, teacher: np.ndarray, *, tuples: str, reduction: str, clamp_sq: float,
+                      mu: str, squared: bool) -> float:
     r"""Distance-wise RKD: :math:`\sum_{i\ne j}\ell_1(\psi_D(t_i,t_j),\psi_D(s_i,s_j))` ("paper"),
     or its mean over all :math:`N^2` pairs ("official"). Needs :math:`N\ge2` (a pair for :math:`\mu`).
-
-    Args:
-      student: student embeddings :math:`s`, ``[N, ...]`` (every axis after the batch flattened).
-      teacher: teacher embeddings :math:`t`, ``[N, ...]``, a constant target; the width may differ.
-      convention: ``"paper"`` (default) or ``"official"`` (aliases ``"kdzoo"``, ``"repdistiller"``,
-        ``"mdistiller"``, ``"torchdistill"``).
-      tuples: ``"distinct"`` pairs :math:`i\ne j` and triplets (paper) or ``"all"`` :math:`N^2` and
-        :math:`N^3` entries, degenerate ones included (official).
-      reduction: ``"sum"`` (paper; torchdistill's ``reduction="sum"``) or ``"mean"`` over the tuples.
-      clamp_sq, mu, squared: the distance potential's floor of :math:`d^2` before the square root
-        (0 or the official 1e-12), the pairs :math:`\mu` averages (``"offdiag"`` or ``"positive"``)
-        and mdistiller's squared distances; they do not change the angle.
     """
-    knobs = resolve_knobs(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu, squared=squared)
-    s, t = _inputs(student, teacher, "distance", knobs)
-    potential = {k: knobs[k] for k in ("clamp_sq", "mu", "squared")}
-    terms = huber(distance_potential(t, **potential), distance_potential(s, **potential))
-    return _reduce(terms, _tuples_mask(len(s), 2, knobs["tuples"]), knobs["reduction"])
+    return _distance_term(student, teacher, tuples, reduction, clamp_sq, mu, squared)
 
 
-def rkd_angle_loss(student, teacher, *, convention: str | None = None, tuples: str | None = None,
-                   reduction: str | None = None, clamp_sq: float | None = None, mu: str | None = None,
-                   squared: bool | None = None) -> float:
+@RKD_ANGLE_LOSS.implement(NUMPY)
+def rkd_angle_loss(student: np.ndarray, teacher: np.ndarray, *, tuples: str, reduction: str) -> float:
     r"""Angle-wise RKD: :math:`\sum_{i\ne j\ne k}\ell_1(\psi_A(t_i,t_j,t_k),\psi_A(s_i,s_j,s_k))`
     ("paper"), or its mean over all :math:`N^3` triplets ("official"). The sum over no triplet
-    (:math:`N<3`) is 0; the mean over distinct triplets needs :math:`N\ge3`. The distance knobs are
-    accepted (one set of knobs for the three RKD losses) and do not change the angle.
-
-    Args:
-      student: student embeddings :math:`s`, ``[N, ...]`` (every axis after the batch flattened).
-      teacher: teacher embeddings :math:`t`, ``[N, ...]``, a constant target; the width may differ.
-      convention: ``"paper"`` (default) or ``"official"`` (aliases ``"kdzoo"``, ``"repdistiller"``,
-        ``"mdistiller"``, ``"torchdistill"``).
-      tuples: ``"distinct"`` pairs :math:`i\ne j` and triplets (paper) or ``"all"`` :math:`N^2` and
-        :math:`N^3` entries, degenerate ones included (official).
-      reduction: ``"sum"`` (paper; torchdistill's ``reduction="sum"``) or ``"mean"`` over the tuples.
-      clamp_sq, mu, squared: the distance potential's floor of :math:`d^2` before the square root
-        (0 or the official 1e-12), the pairs :math:`\mu` averages (``"offdiag"`` or ``"positive"``)
-        and mdistiller's squared distances; they do not change the angle.
+    (:math:`N<3`) is 0; the mean over distinct triplets needs :math:`N\ge3`. The distance
+    potential's knobs (``clamp_sq``, ``mu``, ``squared``) do not exist here: they would not change
+    the angle.
     """
-    knobs = resolve_knobs(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu, squared=squared)
-    s, t = _inputs(student, teacher, "angle", knobs)
-    terms = huber(angle_potential(t), angle_potential(s))
-    return _reduce(terms, _tuples_mask(len(s), 3, knobs["tuples"]), knobs["reduction"])
+    return _angle_term(student, teacher, tuples, reduction)
 
 
-def rkd_loss(student, teacher, *, w_dist: float = 1.0, w_angle: float = 2.0, convention: str | None = None,
-             tuples: str | None = None, reduction: str | None = None, clamp_sq: float | None = None,
-             mu: str | None = None, squared: bool | None = None) -> float:
+@RKD_LOSS.implement(NUMPY)
+def rkd_loss(student: np.ndarray, teacher: np.ndarray, w_dist: float | None, w_angle: float | None, *, tuples: str,
+             reduction: str, clamp_sq: float, mu: str, squared: bool) -> float:
     r"""RKD-DA: :math:`\lambda_D\mathcal L_{\text{RKD-D}}+\lambda_A\mathcal L_{\text{RKD-A}}`. The
     defaults 1 and 2 are the official metric-learning weights; RepDistiller, mdistiller and KD-Zoo
     use 25 and 50 for classification. A term whose weight is 0 is skipped (as torchdistill does).
-
-    Args:
-      student: student embeddings :math:`s`, ``[N, ...]`` (every axis after the batch flattened).
-      teacher: teacher embeddings :math:`t`, ``[N, ...]``, a constant target; the width may differ.
-      convention: ``"paper"`` (default) or ``"official"`` (aliases ``"kdzoo"``, ``"repdistiller"``,
-        ``"mdistiller"``, ``"torchdistill"``).
-      tuples: ``"distinct"`` pairs :math:`i\ne j` and triplets (paper) or ``"all"`` :math:`N^2` and
-        :math:`N^3` entries, degenerate ones included (official).
-      reduction: ``"sum"`` (paper; torchdistill's ``reduction="sum"``) or ``"mean"`` over the tuples.
-      clamp_sq, mu, squared: the distance potential's floor of :math:`d^2` before the square root
-        (0 or the official 1e-12), the pairs :math:`\mu` averages (``"offdiag"`` or ``"positive"``)
-        and mdistiller's squared distances; they do not change the angle.
-      w_dist, w_angle: the weights :math:`\lambda_D, \lambda_A \ge 0`.
+    The knobs are those of :func:`rkd_distance_loss`; ``tuples`` and ``reduction`` apply to both
+    terms, the others to the distance term only.
     """
-    w_dist = check_real("w_dist", w_dist, low=0.0)
-    w_angle = check_real("w_angle", w_angle, low=0.0)
-    knobs = {"convention": convention, "tuples": tuples, "reduction": reduction, "clamp_sq": clamp_sq, "mu": mu,
-             "squared": squared}
+    w_dist = 1.0 if w_dist is None else w_dist
+    w_angle = 2.0 if w_angle is None else w_angle
     total = 0.0
     if w_dist > 0 or w_angle == 0:
-        total += w_dist * rkd_distance_loss(student, teacher, **knobs)
+        total += w_dist * _distance_term(student, teacher, tuples, reduction, clamp_sq, mu, squared)
     if w_angle > 0:
-        total += w_angle * rkd_angle_loss(student, teacher, **knobs)
+        total += w_angle * _angle_term(student, teacher, tuples, reduction)
     return total

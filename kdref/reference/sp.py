@@ -23,46 +23,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdref._scalars import check_real
-from kdref.conventions import Conventions
-from kdref.reference._common import as_embeddings, check_same_batch, check_sequence
+from kdref.declaration import Arg, Declaration, Knob
+from kdref.reference._common import NUMPY
 
 __all__ = [
-    "CONVENTIONS",
+    "SP_LOSS",
     "batch_gram",
-    "check_knob_values",
     "row_normalize",
     "similarity_matrix",
     "sp_loss",
     "sp_pair_loss",
     "trace_form_pair_loss",
 ]
-
-CONVENTIONS = Conventions(
-    loss="sp_loss",
-    defaults={"p": 2, "eps": 1e-12, "reduction": "batchmean", "layer_reduction": "sum", "zero_rows": "mask_grad"},
-    presets={
-        "paper": {},
-        "kdzoo": {"layer_reduction": "mean"},
-        "torchdistill": {"p": 1},
-    },
-    aliases={"repdistiller": "paper", "mdistiller": "paper"},
-    default="paper",
-    descriptions={
-        "paper": "row-wise L2-normalised batch Gram, ‖G_T − G_S‖²_F / b² per layer pair, summed over the pairs "
-                 "(reconstructed; = RepDistiller, mdistiller)",
-        "kdzoo": "as paper, averaged over the layer pairs instead of summed (KD-Zoo)",
-        "torchdistill": "row-wise L1 normalisation (torchdistill passes p=1 to F.normalize); "
-                        "reduction 'batchmean' (/ b²) or 'sum'",
-    },
-    choices={
-        "p": (1, 2),
-        "reduction": ("batchmean", "sum"),
-        "layer_reduction": ("sum", "mean"),
-        "zero_rows": ("mask_grad", "keep"),
-    },
-)
-
 
 def batch_gram(q: np.ndarray) -> np.ndarray:
     r"""The batch similarity matrix :math:`\tilde G = QQ^\top`: entry :math:`(i,j)` is the inner
@@ -136,55 +108,77 @@ def trace_form_pair_loss(q_s: np.ndarray, q_t: np.ndarray, eps: float = 1e-12, r
     return total / q_s.shape[0] ** 2 if reduction == "batchmean" else total
 
 
-def check_knob_values(knobs, trace_form, dtype) -> float:
-    """The resolved knobs, checked (shared with :mod:`kdref.torch.sp`): ``eps`` > 0, and the
-    trace form only with ``p = 2``, ``zero_rows="mask_grad"`` and float64 inputs."""
-    eps = check_real("eps", knobs["eps"], low=0.0)
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    if not isinstance(trace_form, bool):
-        raise TypeError(f"trace_form must be a bool, got {type(trace_form).__name__}")
-    if trace_form:
+# ---------------------------------------------------------------------------------------------
+# The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
+
+
+def _check_layers_and_knobs(arguments, knobs) -> None:
+    """What no kind states: every student map has the batch size, dtype and device of
+    ``student[0]`` (each teacher map has those of its student map), ``eps`` > 0, and the trace form
+    only with ``p = 2``, ``zero_rows="mask_grad"`` and float64 inputs."""
+    first = arguments["student"][0]
+    for k, x in enumerate(arguments["student"][1:], start=1):
+        if getattr(x, "device", None) != getattr(first, "device", None):
+            raise ValueError(f"student[{k}] must be on the device of student[0] ({first.device}), got {x.device}")
+        if x.shape[0] != first.shape[0]:
+            raise ValueError(f"student[{k}] must have the batch size of student[0] ({first.shape[0]}), "
+                             f"got shape {tuple(x.shape)}")
+        if x.dtype != first.dtype:
+            raise TypeError(f"student[{k}] must have the dtype of student[0] ({first.dtype}), got {x.dtype}")
+    if knobs["eps"] <= 0:
+        raise ValueError(f"eps must be > 0, got {knobs['eps']}")
+    if knobs["trace_form"]:
         if knobs["p"] != 2:
             raise ValueError("trace_form=True needs p=2: an L1 row norm has no trace form")
         if knobs["zero_rows"] != "mask_grad":
             raise ValueError("trace_form=True supports zero_rows='mask_grad' only")
-        if str(dtype) != "float64" and not str(dtype).endswith(".float64"):
+        dtype = str(first.dtype)
+        if dtype != "float64" and not dtype.endswith(".float64"):
             raise ValueError(f"trace_form=True needs float64 inputs (its 2b − 2Σcos cancels in lower precision), "
-                             f"got {dtype}")
-    return eps
+                             f"got {first.dtype}")
 
 
-def check_layers(student, teacher, *, embeddings=as_embeddings, same_batch=check_same_batch,
-                 sequence=check_sequence) -> tuple[list, list]:
-    """Both lists checked and each map flattened to ``[b, d]``: one teacher map per student map,
-    every map with the batch size and dtype of ``student[0]`` (widths may differ). The helpers are
-    parameters so that :mod:`kdref.torch.sp` runs the same checks on tensors."""
-    student = sequence("student", student)
-    teacher = sequence("teacher", teacher)
-    if len(teacher) != len(student):
-        raise ValueError(f"teacher must hold one map per student map ({len(student)}), got {len(teacher)}")
-    q_s = [embeddings(f"student[{k}]", a) for k, a in enumerate(student)]
-    q_t = [embeddings(f"teacher[{k}]", a) for k, a in enumerate(teacher)]
-    for k in range(len(student)):
-        if k:
-            same_batch(f"student[{k}]", q_s[k], "student[0]", q_s[0])
-        same_batch(f"teacher[{k}]", q_t[k], "student[0]", q_s[0])
-    return q_s, q_t
+SP_LOSS = Declaration(
+    name="sp_loss",
+    args=(
+        Arg("student", "embeddings_list", "the student's activation maps, one per layer pair"),
+        Arg("teacher", "embeddings_list", "the teacher's activation maps, one per student map, a constant target; "
+            "widths may differ between the two networks and between layers", like="student", match="batch"),
+    ),
+    knobs=(
+        Knob("p", 2, "the row normalisation's norm, 2 (the paper) or 1 (torchdistill)", choices=(1, 2)),
+        Knob("eps", 1e-12, r"the normalisation's floor, :math:`G_{[i,:]}=\tilde G_{[i,:]}/\max(\lVert\cdot\rVert_p,"
+             r"\epsilon)`; it must be > 0", low=0.0),
+        Knob("reduction", "batchmean", "per layer pair, ``\"batchmean\"`` (:math:`\\div b^2`) or ``\"sum\"``",
+             choices=("batchmean", "sum")),
+        Knob("layer_reduction", "sum", "over the pairs, ``\"sum\"`` or ``\"mean\"`` (KD-Zoo)", choices=("sum", "mean")),
+        Knob("zero_rows", "mask_grad", "the gradient through the row of an all-zero sample, whose normalised row is "
+             "0: ``\"mask_grad\"`` (0: the row is a constant) or ``\"keep\"`` (the libraries' :math:`1/\\epsilon`); "
+             "the value is the same", choices=("mask_grad", "keep")),
+        Knob("trace_form", False, "compute each pair with :func:`trace_form_pair_loss` (no :math:`b\\times b` "
+             "matrix; ``p=2``, ``zero_rows=\"mask_grad\"`` and float64 only); the value is the same up to rounding",
+             choices=(False, True)),
+    ),
+    presets={
+        "paper": {},
+        "kdzoo": {"layer_reduction": "mean"},
+        "torchdistill": {"p": 1},
+    },
+    aliases={"repdistiller": "paper", "mdistiller": "paper"},
+    descriptions={
+        "paper": "row-wise L2-normalised batch Gram, ‖G_T − G_S‖²_F / b² per layer pair, summed over the pairs "
+                 "(reconstructed; = RepDistiller, mdistiller)",
+        "kdzoo": "as paper, averaged over the layer pairs instead of summed (KD-Zoo)",
+        "torchdistill": "row-wise L1 normalisation (torchdistill passes p=1 to F.normalize); "
+                        "reduction 'batchmean' (/ b²) or 'sum'",
+    },
+    check=_check_layers_and_knobs,
+)
 
 
-def sp_loss(
-    student,
-    teacher,
-    *,
-    convention: str | None = None,
-    p: int | None = None,
-    eps: float | None = None,
-    reduction: str | None = None,
-    layer_reduction: str | None = None,
-    zero_rows: str | None = None,
-    trace_form: bool = False,
-) -> float:
+@SP_LOSS.implement(NUMPY)
+def sp_loss(student: list[np.ndarray], teacher: list[np.ndarray], *, p: int, eps: float, reduction: str,
+            layer_reduction: str, zero_rows: str, trace_form: bool) -> float:
     r"""The SP loss over layer pairs ``(teacher[k], student[k])``:
 
     .. math:: \mathcal L_{SP}=\frac{1}{b^2}\sum_{k}\big\lVert G_T^{(k)}-G_S^{(k)}\big\rVert_F^2
@@ -192,22 +186,6 @@ def sp_loss(
 
     The cross-entropy and the weight :math:`\gamma` (3000 in every library recipe) of the paper's
     objective :math:`\mathcal L_{CE}+\gamma\mathcal L_{SP}` are left to the caller.
-
-    Args:
-      student: a list of student activation maps, ``[b, ...]`` each (flattened to ``[b, d]``).
-      teacher: a list of teacher activation maps, one per student map, ``[b, ...]`` each; a
-        constant target. Widths may differ between the two networks and between layers.
-      convention: ``"paper"`` (default; aliases ``"repdistiller"``, ``"mdistiller"``),
-        ``"kdzoo"`` or ``"torchdistill"``.
-      p: the row normalisation's norm, 2 (the paper) or 1 (torchdistill).
-      eps: the normalisation's floor, :math:`G_{[i,:]}=\tilde G_{[i,:]}/\max(\lVert\cdot\rVert_p,\epsilon)`.
-      reduction: per layer pair, ``"batchmean"`` (:math:`\div b^2`) or ``"sum"``.
-      layer_reduction: over the pairs, ``"sum"`` or ``"mean"`` (KD-Zoo).
-      zero_rows: the gradient through the row of an all-zero sample, whose normalised row is 0:
-        ``"mask_grad"`` (0: the row is a constant) or ``"keep"`` (the libraries' :math:`1/\epsilon`).
-        The value is the same.
-      trace_form: compute each pair with :func:`trace_form_pair_loss` (no :math:`b\times b`
-        matrix; ``p=2`` and float64 only). The value is the same up to rounding.
 
     Returns:
       a float.
@@ -223,16 +201,13 @@ def sp_loss(
       >>> print(f"{sp_loss([S_A], [T_A], convention='torchdistill', reduction='sum'):.8g}")
       1.2188889
     """
-    knobs = CONVENTIONS.resolve(convention, p=p, eps=eps, reduction=reduction, layer_reduction=layer_reduction,
-                                zero_rows=zero_rows)
-    q_s, q_t = check_layers(student, teacher)
-    eps = check_knob_values(knobs, trace_form, q_s[0].dtype)
-    q_s = [q.astype(np.float64) for q in q_s]
-    q_t = [q.astype(np.float64) for q in q_t]
+    # zero_rows changes the gradient only (the torch side's); the value is the same either way
+    q_s = [q.astype(np.float64) for q in student]
+    q_t = [q.astype(np.float64) for q in teacher]
     if trace_form:
-        terms = [trace_form_pair_loss(s, t, eps, knobs["reduction"]) for s, t in zip(q_s, q_t, strict=True)]
+        terms = [trace_form_pair_loss(s, t, eps, reduction) for s, t in zip(q_s, q_t, strict=True)]
     else:
-        terms = [sp_pair_loss(similarity_matrix(s, knobs["p"], eps), similarity_matrix(t, knobs["p"], eps),
-                              knobs["reduction"]) for s, t in zip(q_s, q_t, strict=True)]
+        terms = [sp_pair_loss(similarity_matrix(s, p, eps), similarity_matrix(t, p, eps), reduction)
+                 for s, t in zip(q_s, q_t, strict=True)]
     total = float(np.sum(terms))
-    return total / len(terms) if knobs["layer_reduction"] == "mean" else total
+    return total / len(terms) if layer_reduction == "mean" else total

@@ -21,59 +21,14 @@ One module per family or method (``kdref/strategies/<name>.py``); everything pub
 re-exported here.
 """
 
-from kdref.strategies.at import at_inputs, at_multi_inputs
-from kdref.strategies.cc import cc_adjacent_inputs, cc_inputs
-from kdref.strategies.embeddings import embedding_pairs, embeddings
-from kdref.strategies.features import feature_maps, feature_pairs
-from kdref.strategies.fitnet import fitnet_inputs, fitnet_regressed_inputs
-from kdref.strategies.fsp import fsp_inputs, fsp_matrix_inputs
-from kdref.strategies.irg import irg_inputs
-from kdref.strategies.logits import (
-    dml_inputs,
-    hinton_inputs,
-    labels,
-    logit_pairs,
-    logits,
-    logits_inputs,
-    st_inputs,
-    temperatures,
-    torchdistill_inputs,
-)
-from kdref.strategies.nst import nst_inputs, nst_kernels, well_conditioned_maps
-from kdref.strategies.pkt import pkt_inputs, well_posed_rows
-from kdref.strategies.rkd import conditioning, rkd_inputs
-from kdref.strategies.sp import smooth_rows, sp_inputs
+from __future__ import annotations
 
-__all__ = [
-    "at_inputs",
-    "at_multi_inputs",
-    "cc_adjacent_inputs",
-    "cc_inputs",
-    "conditioning",
-    "dml_inputs",
-    "embedding_pairs",
-    "embeddings",
-    "feature_maps",
-    "feature_pairs",
-    "fitnet_inputs",
-    "fitnet_regressed_inputs",
-    "fsp_inputs",
-    "fsp_matrix_inputs",
-    "hinton_inputs",
-    "irg_inputs",
-    "labels",
-    "logit_pairs",
-    "logits",
-    "logits_inputs",
-    "nst_inputs",
-    "nst_kernels",
-    "pkt_inputs",
-    "rkd_inputs",
-    "smooth_rows",
-    "sp_inputs",
-    "st_inputs",
-    "temperatures",
-    "torchdistill_inputs",
-    "well_conditioned_maps",
-    "well_posed_rows",
-]
+import importlib
+import pkgutil
+
+_MODULES = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)]
+# re-exported after every import, so that a function wins over a module of its name (``logits``)
+for _module in _MODULES:
+    globals().update({name: getattr(_module, name) for name in _module.__all__})
+
+__all__ = sorted(name for module in _MODULES for name in module.__all__)

@@ -31,7 +31,7 @@ _KINK_MARGIN = 0.05
 
 
 def _knobs(convention: str):
-    return ref.MULTI_CONVENTIONS.resolve(convention)
+    return ref.AT_LOSS_MULTI.resolve(convention)
 
 
 def _moderate_maps(shape: tuple[int, ...], signed: bool) -> st.SearchStrategy[np.ndarray]:

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from kdref.reference import cc as ref
-from kdref.reference.cc import ADJACENT_CONVENTIONS, CONVENTIONS
 from kdref.strategies.embeddings import embedding_pairs
 
 __all__ = ["cc_adjacent_inputs", "cc_inputs"]
@@ -44,7 +43,7 @@ def cc_inputs(draw, convention: str = "paper", *, gradient: bool = False, knobs:
     ``gamma``, ``P`` and ``reduction="sum"``. Unnormalised rows keep ``P ≤ 2``: the series grows
     like ‖f‖^{2P} and would leave the float32 range at the offset draws.
     """
-    preset = CONVENTIONS.resolve(convention)
+    preset = ref.CC_LOSS.resolve(convention)
     student, teacher = draw(embedding_pairs(gradient=gradient, extra_axes=True))
     normalize = preset["normalize"] if not knobs or draw(st.integers(0, 3)) else not preset["normalize"]
     inputs = {"student": student, "teacher": teacher, "normalize": normalize, "norm": preset["norm"]}
@@ -81,7 +80,7 @@ def cc_adjacent_inputs(draw, convention: str = "repdistiller", *, gradient: bool
     """Keyword arguments of ``cc_adjacent_residual_loss``: student and teacher of one width,
     n = 2 … 6 (2 and 3 often), with the patterns of :func:`embedding_pairs`. With ``gradient``:
     every residual at least 0.25 in magnitude (|·| has a kink at 0)."""
-    ADJACENT_CONVENTIONS.canonical(convention)
+    ref.CC_ADJACENT_RESIDUAL_LOSS.conventions.canonical(convention)
     student, teacher = draw(embedding_pairs(min_n=2, same_width=True, gradient=gradient))
     if gradient:
         magnitude = draw(hnp.arrays(np.float64, student.shape, elements=st.floats(0.25, 2.0)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from kdref.reference.pkt import CONVENTIONS
+from kdref.reference.pkt import PKT_LOSS
 from kdref.strategies.embeddings import embedding_pairs
 
 __all__ = ["pkt_inputs", "well_posed_rows"]
@@ -56,7 +56,7 @@ def pkt_inputs(draw, convention: str = "paper", *, gradient: bool = False, min_n
     ``reduction``; ``"none"`` (a ``[N]`` result) only in value draws, since the properties compare
     whole losses.
     """
-    preset = CONVENTIONS.resolve(convention)
+    preset = PKT_LOSS.resolve(convention)
     fewest = 1 if preset["include_self"] else 2
     student, teacher = draw(embedding_pairs(min_n=max(fewest, min_n or fewest), max_n=max_n, max_d=5,
                                             gradient=gradient, extra_axes=True))

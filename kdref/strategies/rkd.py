@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from kdref.reference.rkd import CONVENTIONS, fewest_samples, resolve_knobs
+from kdref.reference.rkd import RKD_ANGLE_LOSS
 from kdref.strategies.embeddings import PATTERNS, embedding_pairs, irregular
 
 __all__ = ["conditioning", "rkd_inputs"]
@@ -101,7 +101,7 @@ def rkd_inputs(draw, loss: str = "rkd_loss", convention: str = "paper", *, min_n
     if loss == "rkd_loss" and knobs and draw(st.booleans()):
         x["w_dist"] = draw(st.sampled_from([1.0, 25.0]))
         x["w_angle"] = draw(st.sampled_from([0.0, 2.0, 50.0]))
-    knobs = resolve_knobs(convention, **{k: v for k, v in x.items() if k in CONVENTIONS.defaults})
-    if loss != "rkd_distance_loss" and len(student) < fewest_samples("angle", knobs)[0]:
+    angle = RKD_ANGLE_LOSS.resolve(convention, **{k.name: x.get(k.name) for k in RKD_ANGLE_LOSS.knobs})
+    if loss != "rkd_distance_loss" and len(student) < RKD_ANGLE_LOSS.min_batch(angle)[0]:
         x["reduction"] = "sum"  # no distinct triplet to average over
     return x

@@ -4,6 +4,15 @@ Device-agnostic (CPU and CUDA), no Python loops over the batch, stable log-sum-e
 accumulation for half-precision inputs; each function is proven equal to its NumPy reference.
 """
 
-from kdref.torch import at, cc, dml, fitnet, fsp, irg, logits, nst, pkt, rkd, sp, st
+import importlib
+import pkgutil
 
-__all__ = ["at", "cc", "dml", "fitnet", "fsp", "irg", "logits", "nst", "pkt", "rkd", "sp", "st"]
+#: one module per method, found in this package (no list to edit when a method is added)
+__all__ = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def __getattr__(name: str):
+    # ``kdref.torch.st`` after ``import kdref.torch``: each method's module is imported on first use
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,8 @@ it is skipped (it would break the graph), the shape checks still run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from kdref.reference._common import check_min_batch  # pure Python: one message for both sides
@@ -72,6 +74,9 @@ def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
     with torch.autocast(x.device.type, enabled=False):
         centred = x - x.mean(dim=0, keepdim=True)
         gram = centred @ centred.T
+        # BLAS need not round G_ij and G_ji alike; d²_ij = d²_ji must hold exactly (a pair's two
+        # distances are one number: N = 2 normalises to exactly 1)
+        gram = 0.5 * (gram + gram.T)
     # G_ii exactly as in G (a row with one non-zero entry sums exactly); not gram.diagonal(), whose
     # gradient under torch.compile (Inductor, torch 2.13) comes out wrong
     norms = (gram * torch.eye(x.shape[0], dtype=gram.dtype, device=gram.device)).sum(dim=1)
@@ -187,3 +192,67 @@ def _eager_adaptive_avg_pool2d(x: torch.Tensor, out_hw: tuple[int, int]) -> torc
 def resize_bilinear(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``[N, C, H, W]``, ``align_corners=False``, no antialiasing."""
     return torch.nn.functional.interpolate(x, size=tuple(out_hw), mode="bilinear", align_corners=False)
+
+
+class _TorchBackend:
+    """The facts about tensors that :mod:`kdref.declaration` validates with. The finiteness and
+    label-range checks read one value back from the device (one synchronisation on CUDA) and are
+    skipped under ``torch.compile``, where they would break the graph; shapes are still checked."""
+
+    name = "torch"
+
+    @staticmethod
+    def as_array(name: str, x) -> torch.Tensor:
+        _check_is_tensor(name, x)
+        return x
+
+    @staticmethod
+    def is_floating(x: torch.Tensor) -> bool:
+        return x.is_floating_point()
+
+    @staticmethod
+    def is_integer(x: torch.Tensor) -> bool:
+        return not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
+
+    @staticmethod
+    def device(x: torch.Tensor) -> torch.device:
+        return x.device
+
+    @staticmethod
+    def all_finite(x: torch.Tensor) -> bool | None:
+        if torch.compiler.is_compiling() or x.device.type == "meta":
+            return None
+        return _all_finite(x)
+
+    @staticmethod
+    def value_range(x: torch.Tensor) -> tuple[int, int] | None:
+        if torch.compiler.is_compiling() or x.device.type == "meta" or x.numel() == 0:
+            return None
+        low, high = torch.aminmax(x)
+        return low.item(), high.item()
+
+    @staticmethod
+    def as_module(name: str, x) -> torch.nn.Module:
+        if not isinstance(x, torch.nn.Module):
+            raise TypeError(f"{name} must be an nn.Module, got {type(x).__name__}")
+        return x
+
+    @staticmethod
+    def as_mapping(name: str, x) -> dict:
+        if isinstance(x, torch.nn.Module):
+            return {**dict(x.named_parameters()), **dict(x.named_buffers())}
+        if not isinstance(x, Mapping):
+            raise TypeError(f"{name} must be an nn.Module or a mapping of names to tensors, got {type(x).__name__}")
+        return dict(x)
+
+    @staticmethod
+    def flatten(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    @staticmethod
+    def as_index(x: torch.Tensor) -> torch.Tensor:
+        return x.long()  # gather and cross_entropy take int64 only
+
+
+#: the torch side, for ``@DECLARATION.implement(TORCH)``
+TORCH = _TorchBackend()

@@ -11,22 +11,10 @@ float32 (without a float32 copy of the activations), and nothing loops over the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
-from kdref._scalars import check_real
-from kdref.reference.at import CONVENTIONS, MULTI_CONVENTIONS, beta_factor, check_hyperparameters, common_size
-from kdref.torch._common import (
-    accumulation_dtype,
-    adaptive_pool2d,
-    check_float_tensor,
-    check_same_batch,
-    check_sequence,
-    l2_normalize,
-    reduce_batch,
-    resize_bilinear,
-)
+from kdref.reference.at import AT_LOSS, AT_LOSS_MULTI, beta_factor, common_size
+from kdref.torch._common import TORCH, accumulation_dtype, adaptive_pool2d, l2_normalize, reduce_batch, resize_bilinear
 
 __all__ = ["at_distance", "at_loss", "at_loss_multi", "attention_map", "attention_pair", "normalized_attention"]
 
@@ -115,43 +103,19 @@ def at_distance(Qs_hat: torch.Tensor, Qt_hat: torch.Tensor, distance: str = "nor
     return squared / delta.shape[1] if distance == "sq_mean" else squared
 
 
-def _check_pair(name_s: str, fm_s, name_t: str, fm_t, spatial: str) -> tuple[torch.Tensor, torch.Tensor]:
-    check_float_tensor(name_s, fm_s, ndim=4)
-    check_float_tensor(name_t, fm_t, ndim=4)
-    check_same_batch(name_t, fm_t, name_s, fm_s)
-    if spatial == "error" and fm_t.shape[2:] != fm_s.shape[2:]:
-        raise ValueError(
-            f"{name_t} must have the spatial size of {name_s} {tuple(fm_s.shape[2:])}, got {tuple(fm_t.shape[2:])}; "
-            f"the paper transfers attention between layers of equal resolution. To compare other sizes choose a "
-            f"rule: spatial='avgpool_features' (RepDistiller), 'avgpool_map' or 'interp_map'"
-        )
-    return fm_s, fm_t.detach()
+def _pair_distance(fm_s: torch.Tensor, fm_t: torch.Tensor, *, p: float, channel_reduce: str, use_abs: bool,
+                   eps: float, eps_mode: str, distance: str, p_norm: float, spatial: str) -> torch.Tensor:
+    """One layer pair's distance per example, ``[N]``; the teacher is detached (a constant)."""
+    Q_s, Q_t = attention_pair(fm_s, fm_t.detach(), p=p, channel_reduce=channel_reduce, use_abs=use_abs,
+                              spatial=spatial)
+    Qs_hat, Qt_hat = (normalized_attention(Q, eps, eps_mode) for Q in (Q_s, Q_t))
+    return at_distance(Qs_hat, Qt_hat, distance, p_norm)
 
 
-def _pair_distance(fm_s: torch.Tensor, fm_t: torch.Tensor, p: float, knobs: Mapping) -> torch.Tensor:
-    Q_s, Q_t = attention_pair(fm_s, fm_t, p=p, channel_reduce=knobs["channel_reduce"], use_abs=knobs["use_abs"],
-                              spatial=knobs["spatial"])
-    Qs_hat, Qt_hat = (normalized_attention(Q, knobs["eps"], knobs["eps_mode"]) for Q in (Q_s, Q_t))
-    return at_distance(Qs_hat, Qt_hat, knobs["distance"], knobs["p_norm"])
-
-
-def at_loss(
-    fm_s: torch.Tensor,
-    fm_t: torch.Tensor,
-    *,
-    p: float = 2.0,
-    beta: float = 1.0,
-    convention: str | None = None,
-    channel_reduce: str | None = None,
-    use_abs: bool | None = None,
-    eps: float | None = None,
-    eps_mode: str | None = None,
-    distance: str | None = None,
-    p_norm: float | None = None,
-    halve_beta: bool | None = None,
-    spatial: str | None = None,
-    reduction: str | None = None,
-) -> torch.Tensor:
+@AT_LOSS.implement(TORCH)
+def at_loss(fm_s: torch.Tensor, fm_t: torch.Tensor, *, p: float, beta: float, channel_reduce: str, use_abs: bool,
+            eps: float, eps_mode: str, distance: str, p_norm: float, halve_beta: bool, spatial: str,
+            reduction: str) -> torch.Tensor:
     r"""Attention-transfer loss of one layer pair; by default eq. 2,
     :math:`\frac\beta2\cdot\frac1N\sum_n\lVert\hat Q_{S,n}-\hat Q_{T,n}\rVert_2`.
 
@@ -170,34 +134,15 @@ def at_loss(
       >>> print(f"{at_loss(FS, FT, convention='official').item():.8f}")
       0.21164738
     """
-    knobs = CONVENTIONS.resolve(
-        convention, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps, eps_mode=eps_mode, distance=distance,
-        p_norm=p_norm, halve_beta=halve_beta, spatial=spatial, reduction=reduction,
-    )
-    p, beta = check_hyperparameters(p, beta, knobs)
-    fm_s, fm_t = _check_pair("fm_s", fm_s, "fm_t", fm_t, knobs["spatial"])
-    return beta_factor(beta, knobs) * reduce_batch(_pair_distance(fm_s, fm_t, p, knobs), knobs["reduction"])
+    per_example = _pair_distance(fm_s, fm_t, p=p, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps,
+                                 eps_mode=eps_mode, distance=distance, p_norm=p_norm, spatial=spatial)
+    return beta_factor(beta, halve_beta) * reduce_batch(per_example, reduction)
 
 
-def at_loss_multi(
-    fms_s,
-    fms_t,
-    weights=None,
-    *,
-    p: float = 2.0,
-    beta: float = 1.0,
-    convention: str | None = None,
-    channel_reduce: str | None = None,
-    use_abs: bool | None = None,
-    eps: float | None = None,
-    eps_mode: str | None = None,
-    distance: str | None = None,
-    p_norm: float | None = None,
-    halve_beta: bool | None = None,
-    spatial: str | None = None,
-    reduction: str | None = None,
-    reduce_layers: str | None = None,
-) -> torch.Tensor:
+@AT_LOSS_MULTI.implement(TORCH)
+def at_loss_multi(fms_s: list[torch.Tensor], fms_t: list[torch.Tensor], weights: list[float] | None, *, p: float,
+                  beta: float, channel_reduce: str, use_abs: bool, eps: float, eps_mode: str, distance: str,
+                  p_norm: float, halve_beta: bool, spatial: str, reduction: str, reduce_layers: str) -> torch.Tensor:
     r"""Attention transfer at several layer pairs, :math:`\frac\beta2\cdot\frac1N\sum_n\sum_j w_j
     \lVert\hat Q^j_{S,n}-\hat Q^j_{T,n}\rVert_2` by default.
 
@@ -212,33 +157,12 @@ def at_loss_multi(
       >>> print(f"{at_loss_multi([FS], [FT], convention='kdzoo').item():.8f}")
       0.21164734
     """
-    knobs = MULTI_CONVENTIONS.resolve(
-        convention, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps, eps_mode=eps_mode, distance=distance,
-        p_norm=p_norm, halve_beta=halve_beta, spatial=spatial, reduction=reduction, reduce_layers=reduce_layers,
-    )
-    p, beta = check_hyperparameters(p, beta, knobs)
-    fms_s = check_sequence("fms_s", fms_s)
-    fms_t = check_sequence("fms_t", fms_t)
-    if len(fms_t) != len(fms_s):
-        raise ValueError(f"fms_t must hold one teacher map per student map ({len(fms_s)}), got {len(fms_t)}")
-    weights = _check_weights(weights, len(fms_s))
+    weights = [1.0] * len(fms_s) if weights is None else weights
     total = None
-    for j, (fm_s, fm_t) in enumerate(zip(fms_s, fms_t, strict=True)):
-        fm_s, fm_t = _check_pair(f"fms_s[{j}]", fm_s, f"fms_t[{j}]", fm_t, knobs["spatial"])
-        if j:
-            check_same_batch(f"fms_s[{j}]", fm_s, "fms_s[0]", fms_s[0])
-        term = weights[j] * _pair_distance(fm_s, fm_t, p, knobs)
+    for w, fm_s, fm_t in zip(weights, fms_s, fms_t, strict=True):
+        term = w * _pair_distance(fm_s, fm_t, p=p, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps,
+                                  eps_mode=eps_mode, distance=distance, p_norm=p_norm, spatial=spatial)
         total = term if total is None else total + term
-    if knobs["reduce_layers"] == "mean":
+    if reduce_layers == "mean":
         total = total / len(fms_s)
-    return beta_factor(beta, knobs) * reduce_batch(total, knobs["reduction"])
-
-
-def _check_weights(weights, count: int) -> list[float]:
-    if weights is None:
-        return [1.0] * count
-    if isinstance(weights, torch.Tensor) or not isinstance(weights, (list, tuple)):
-        raise TypeError(f"weights must be a list or tuple of numbers, got {type(weights).__name__}")
-    if len(weights) != count:
-        raise ValueError(f"weights must hold one weight per layer pair ({count}), got {len(weights)}")
-    return [check_real(f"weights[{j}]", w, low=0.0) for j, w in enumerate(weights)]
+    return beta_factor(beta, halve_beta) * reduce_batch(total, reduction)

@@ -18,13 +18,8 @@ import math
 
 import torch
 
-from kdref.reference.cc import ADJACENT_CONVENTIONS, CONVENTIONS, check_convention, check_knob_values
-from kdref.torch._common import (
-    accumulation_dtype,
-    check_embeddings,
-    check_min_batch,
-    check_same_batch,
-)
+from kdref.reference.cc import CC_ADJACENT_RESIDUAL_LOSS, CC_LOSS
+from kdref.torch._common import TORCH, accumulation_dtype
 
 __all__ = ["cc_adjacent_residual_loss", "cc_loss", "congruence", "correlation_matrix", "normalized_rows"]
 
@@ -92,20 +87,9 @@ def congruence(C_S: torch.Tensor, C_T: torch.Tensor, *, norm: str = "fro_sq",
     return distance / difference.numel() if reduction == "batchmean" else distance
 
 
-def cc_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    *,
-    convention: str | None = None,
-    kernel: str | None = None,
-    gamma: float | None = None,
-    P: int | None = None,
-    normalize: bool | None = None,
-    norm: str | None = None,
-    reduction: str | None = None,
-    eps: float | None = None,
-    zero_rows: str | None = None,
-) -> torch.Tensor:
+@CC_LOSS.implement(TORCH)
+def cc_loss(student: torch.Tensor, teacher: torch.Tensor, *, kernel: str, gamma: float, P: int, normalize: bool,
+            norm: str, reduction: str, eps: float, zero_rows: str) -> torch.Tensor:
     r"""The correlation congruence loss, :math:`\frac{1}{n^2}\lVert\psi(F_T)-\psi(F_S)\rVert_F^2`
     by default.
 
@@ -121,30 +105,18 @@ def cc_loss(
       >>> print(f"{cc_loss(s, t, convention='torchdistill', kernel='bilinear').item():.8g}")
       0.60595998
     """
-    check_convention(convention)
-    knobs = CONVENTIONS.resolve(convention, kernel=kernel, gamma=gamma, P=P, normalize=normalize, norm=norm,
-                                reduction=reduction, eps=eps, zero_rows=zero_rows)
-    gamma, P, eps = check_knob_values(knobs)
-    F_S = check_embeddings("student", student)
-    F_T = check_embeddings("teacher", teacher)
-    check_same_batch("teacher", teacher, "student", student)
-    dtype = accumulation_dtype(F_S)
-    correlation = {"kernel": knobs["kernel"], "gamma": gamma, "P": P, "normalize": knobs["normalize"], "eps": eps,
-                   "zero_rows": knobs["zero_rows"]}
+    dtype = accumulation_dtype(student)
+    correlation = {"kernel": kernel, "gamma": gamma, "P": P, "normalize": normalize, "eps": eps,
+                   "zero_rows": zero_rows}
     # autocast would run the Gram products in bfloat16/float16; kdref accumulates in float32
-    with torch.autocast(device_type=F_S.device.type, enabled=False):
-        C_S = correlation_matrix(F_S.to(dtype), **correlation)
-        C_T = correlation_matrix(F_T.detach().to(dtype), **correlation)
-        return congruence(C_S, C_T, norm=knobs["norm"], reduction=knobs["reduction"])
+    with torch.autocast(device_type=student.device.type, enabled=False):
+        C_S = correlation_matrix(student.to(dtype), **correlation)
+        C_T = correlation_matrix(teacher.detach().to(dtype), **correlation)
+        return congruence(C_S, C_T, norm=norm, reduction=reduction)
 
 
-def cc_adjacent_residual_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    *,
-    convention: str | None = None,
-    reduction: str | None = None,
-) -> torch.Tensor:
+@CC_ADJACENT_RESIDUAL_LOSS.implement(TORCH)
+def cc_adjacent_residual_loss(student: torch.Tensor, teacher: torch.Tensor, *, reduction: str) -> torch.Tensor:
     r"""The loss of the authors' shared CC code (RepDistiller's ``Correlation``), the mean over the
     :math:`n-1` adjacent pairs of :math:`\langle\lvert f^S_i-f^T_i\rvert,\lvert f^S_{i+1}-f^T_{i+1}\rvert\rangle`.
 
@@ -158,16 +130,8 @@ def cc_adjacent_residual_loss(
       >>> print(f"{cc_adjacent_residual_loss(s, t).item():.8g}")
       1.3333333
     """
-    knobs = ADJACENT_CONVENTIONS.resolve(convention, reduction=reduction)
-    F_S = check_embeddings("student", student)
-    F_T = check_embeddings("teacher", teacher)
-    check_same_batch("teacher", teacher, "student", student)
-    if F_T.shape[1] != F_S.shape[1]:
-        raise ValueError(f"teacher must have the width of student ({F_S.shape[1]}) for the residual "
-                         f"f_S − f_T, got shape {tuple(teacher.shape)}")
-    check_min_batch("student", F_S.shape[0], 2, "(one adjacent pair)")
-    dtype = accumulation_dtype(F_S)
-    with torch.autocast(device_type=F_S.device.type, enabled=False):
-        delta = (F_S.to(dtype) - F_T.detach().to(dtype)).abs()
+    dtype = accumulation_dtype(student)
+    with torch.autocast(device_type=student.device.type, enabled=False):
+        delta = (student.to(dtype) - teacher.detach().to(dtype)).abs()
         residuals = (delta[:-1] * delta[1:]).sum(dim=1)
-        return residuals.mean() if knobs["reduction"] == "mean" else residuals.sum()
+        return residuals.mean() if reduction == "mean" else residuals.sum()

@@ -16,16 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdref._scalars import check_real
 from kdref.reference.fitnet import (
+    _BN_EPS,
     ACTIVATIONS,
-    CONVENTIONS,
-    REGRESSED_CONVENTIONS,
+    HINT_LOSS,
+    REGRESSED_HINT_LOSS,
     RegressorGeometry,
     _default_activation,
+    _validate_regressor,
     regressor_geometry,
 )
-from kdref.torch._common import accumulation_dtype, check_float_tensor, check_same_batch, check_same_like
+from kdref.torch._common import TORCH, accumulation_dtype
 
 __all__ = ["HintRegressor", "RegressedHintLoss", "hint_loss", "regressed_hint_loss", "regressor"]
 
@@ -40,14 +41,8 @@ def _reduce(r_s: torch.Tensor, u_t: torch.Tensor, half: bool, reduction: str) ->
     return F.mse_loss(r_s, u_t, reduction="sum") * (factor / divisor)
 
 
-def hint_loss(
-    r_s: torch.Tensor,
-    u_t: torch.Tensor,
-    *,
-    convention: str | None = None,
-    half: bool | None = None,
-    reduction: str | None = None,
-) -> torch.Tensor:
+@HINT_LOSS.implement(TORCH)
+def hint_loss(r_s: torch.Tensor, u_t: torch.Tensor, *, half: bool, reduction: str) -> torch.Tensor:
     r""":math:`\frac1N\sum_n \tfrac12\lVert u_n - r_n\rVert^2` by default (the paper's hint loss).
 
     Arguments, conventions and result as :func:`kdref.reference.fitnet.hint_loss`; inputs are
@@ -69,55 +64,8 @@ def hint_loss(
       >>> hint_loss(r, u, convention="sum").item()
       3.1875
     """
-    knobs = CONVENTIONS.resolve(convention, half=half, reduction=reduction)
-    check_float_tensor("r_s", r_s, ndim=4)
-    check_float_tensor("u_t", u_t, ndim=4)
-    check_same_like("u_t", u_t, "r_s", r_s)
     dtype = accumulation_dtype(r_s)
-    return _reduce(r_s.to(dtype), u_t.detach().to(dtype), knobs["half"], knobs["reduction"])
-
-
-def _check_param(name: str, value, shape: tuple[int, ...], v_g: torch.Tensor, geometry: RegressorGeometry) -> None:
-    check_float_tensor(name, value, ndim=len(shape))
-    if tuple(value.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape} for {geometry.describe()}, got {tuple(value.shape)}")
-    if value.device != v_g.device:
-        raise ValueError(f"{name} must be on the device of v_g ({v_g.device}), got {value.device}")
-    # float32 parameters with half-precision features are what autocast gives a float32 module
-    if value.dtype not in (v_g.dtype, accumulation_dtype(v_g)):
-        raise TypeError(f"{name} must have the dtype of v_g ({v_g.dtype}), got {value.dtype}")
-
-
-def _check_regressor_args(v_g, weight, bias, bn_weight, bn_bias, bn_eps, geometry, activation, pieces,
-                          batch_statistics: bool = True) -> None:
-    """The checks of :func:`kdref.reference.fitnet._check_regressor_args`, on tensors."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}; got {activation!r}")
-    if (activation == "maxout") != (pieces > 1):
-        raise ValueError(f"pieces must be ≥ 2 with activation='maxout' and 1 otherwise; got pieces={pieces} "
-                         f"with activation={activation!r}")
-    named = (("weight", weight), ("bias", bias), ("bn_weight", bn_weight), ("bn_bias", bn_bias))
-    if geometry.layer == "identity":
-        for name, value in named:
-            if value is not None:
-                raise ValueError(f"{name} must be None for an identity regressor (it has no parameters)")
-        return
-    if weight is None:
-        raise ValueError(f"weight is required for {geometry.describe()}: shape {geometry.weight_shape}")
-    if (bn_weight is None) != (bn_bias is None):
-        raise ValueError("bn_weight and bn_bias must be given together (BatchNorm on) or both be None")
-    expected = {"weight": geometry.weight_shape, "bias": geometry.bias_shape,
-                "bn_weight": (geometry.out_channels,), "bn_bias": (geometry.out_channels,)}
-    for name, value in named:
-        if value is not None:
-            _check_param(name, value, expected[name], v_g, geometry)
-    if bn_weight is not None:
-        if check_real("bn_eps", bn_eps) <= 0:
-            raise ValueError(f"bn_eps must be > 0, got {bn_eps}")
-        if batch_statistics and v_g.shape[0] * geometry.out_shape[1] * geometry.out_shape[2] == 1:
-            raise ValueError("BatchNorm with batch statistics needs more than one value per channel: "
-                             f"N·H·W = 1 (v_g has batch size {v_g.shape[0]}, the output is "
-                             f"{geometry.out_shape[1]}×{geometry.out_shape[2]})")
+    return _reduce(r_s.to(dtype), u_t.detach().to(dtype), half, reduction)
 
 
 def _apply(v_g, weight, bias, geometry: RegressorGeometry, activation: str, bn_weight, bn_bias, bn_eps: float,
@@ -175,19 +123,20 @@ def regressor(
       >>> regressor(v, w, torch.tensor([0.0, 0.5]), out_shape=(2, 3, 2))[0].tolist()
       [[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]]
     """
-    check_float_tensor("v_g", v_g, ndim=4)
     return _checked_regressor(v_g, weight, bias, out_shape, kind, activation, pieces, bn_weight, bn_bias, bn_eps,
                               bn_running_mean, bn_running_var, bn_momentum, training)
 
 
 def _checked_regressor(v_g, weight, bias, out_shape, kind, activation, pieces, bn_weight, bn_bias, bn_eps,
-                       running_mean=None, running_var=None, momentum=0.1, training=True) -> torch.Tensor:
-    """:func:`regressor` once ``v_g`` is checked: the parameters' checks, then the computation."""
-    activation = _default_activation(kind, activation)
-    geometry = regressor_geometry(tuple(v_g.shape[1:]), out_shape, kind, pieces)
-    _check_regressor_args(v_g, weight, bias, bn_weight, bn_bias, bn_eps, geometry, activation, pieces,
-                          batch_statistics=training or running_mean is None)
-    return _regress(v_g, weight, bias, geometry, activation, bn_weight, bn_bias, float(bn_eps), running_mean,
+                       running_mean=None, running_var=None, momentum=0.1, training=True,
+                       in_shape=None) -> torch.Tensor:
+    """:func:`regressor` with its arguments checked as the reference checks them (``in_shape``: the
+    map a module expects), then computed; BatchNorm's batch statistics are checked only where used."""
+    arguments, geometry, activation = _validate_regressor(
+        TORCH, v_g, weight, bias, bn_weight, bn_bias, bn_eps, out_shape, kind, activation, pieces,
+        batch_statistics=training or running_mean is None, in_shape=in_shape)
+    eps = _BN_EPS if arguments["bn_eps"] is None else arguments["bn_eps"]
+    return _regress(arguments["v_g"], weight, bias, geometry, activation, bn_weight, bn_bias, eps, running_mean,
                     running_var, momentum, training)
 
 
@@ -204,22 +153,10 @@ def _regress(v_g, weight, bias, geometry, activation, bn_weight, bn_bias, bn_eps
                       bn_eps, running_mean, running_var, momentum, training)
 
 
-def regressed_hint_loss(
-    v_g: torch.Tensor,
-    u_t: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    *,
-    kind: str = "conv_valid",
-    activation: str | None = None,
-    pieces: int = 1,
-    bn_weight: torch.Tensor | None = None,
-    bn_bias: torch.Tensor | None = None,
-    bn_eps: float = 1e-5,
-    convention: str | None = None,
-    half: bool | None = None,
-    reduction: str | None = None,
-) -> torch.Tensor:
+@REGRESSED_HINT_LOSS.implement(TORCH)
+def regressed_hint_loss(v_g: torch.Tensor, u_t: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                        bn_weight: torch.Tensor | None, bn_bias: torch.Tensor | None, bn_eps: float | None, *,
+                        kind: str, activation: str | None, pieces: int, half: bool, reduction: str) -> torch.Tensor:
     r"""The hint loss of the regressed student, :math:`\mathcal L_{HT}(u_h, r(v_g;\mathbf W_r))`.
 
     Arguments, conventions and result as :func:`kdref.reference.fitnet.regressed_hint_loss`;
@@ -236,13 +173,10 @@ def regressed_hint_loss(
       >>> regressed_hint_loss(v, u, w, b).item()
       0.796875
     """
-    knobs = REGRESSED_CONVENTIONS.resolve(convention, half=half, reduction=reduction)
-    check_float_tensor("v_g", v_g, ndim=4)
-    check_float_tensor("u_t", u_t, ndim=4)
-    check_same_batch("u_t", u_t, "v_g", v_g)
-    r_s = _checked_regressor(v_g, weight, bias, tuple(u_t.shape[1:]), kind, activation, pieces, bn_weight, bn_bias,
-                             bn_eps)
-    return _reduce(r_s, u_t.detach().to(r_s.dtype), knobs["half"], knobs["reduction"])
+    geometry = regressor_geometry(tuple(v_g.shape[1:]), tuple(u_t.shape[1:]), kind, pieces)
+    r_s = _regress(v_g, weight, bias, geometry, _default_activation(kind, activation), bn_weight, bn_bias,
+                   _BN_EPS if bn_eps is None else bn_eps, None, None, 0.1, True)
+    return _reduce(r_s, u_t.detach().to(r_s.dtype), half, reduction)
 
 
 class HintRegressor(nn.Module):
@@ -302,21 +236,15 @@ class HintRegressor(nn.Module):
         self.bn = nn.BatchNorm2d(g.out_channels, eps=bn_eps, momentum=bn_momentum) if batchnorm else None
 
     def forward(self, v_g: torch.Tensor) -> torch.Tensor:
-        """:math:`r(v_g)`, ``[N, C_t, H_t, W_t]``, from ``v_g`` ``[N, C_s, H_s, W_s]``."""
-        check_float_tensor("v_g", v_g, ndim=4)
-        return self._forward_checked(v_g)
-
-    def _forward_checked(self, v_g: torch.Tensor) -> torch.Tensor:
-        if tuple(v_g.shape[1:]) != self.geometry.in_shape:
-            raise ValueError(f"v_g must have shape [N, {', '.join(map(str, self.geometry.in_shape))}] for this "
-                             f"regressor, got {tuple(v_g.shape)}")
+        """:math:`r(v_g)`, ``[N, C_t, H_t, W_t]``, from ``v_g`` ``[N, C_s, H_s, W_s]``: :func:`regressor`
+        with the module's parameters (and, in evaluation mode, BatchNorm's running statistics)."""
         layer, bn = self.layer, self.bn
         return _checked_regressor(
             v_g, None if layer is None else layer.weight, None if layer is None else layer.bias,
             self.geometry.out_shape, self.geometry.kind, self.activation, self.geometry.pieces,
-            None if bn is None else bn.weight, None if bn is None else bn.bias, 1e-5 if bn is None else bn.eps,
+            None if bn is None else bn.weight, None if bn is None else bn.bias, _BN_EPS if bn is None else bn.eps,
             None if bn is None else bn.running_mean, None if bn is None else bn.running_var,
-            0.1 if bn is None else bn.momentum, self.training,
+            0.1 if bn is None else bn.momentum, self.training, in_shape=self.geometry.in_shape,
         )
 
     def extra_repr(self) -> str:
@@ -342,15 +270,16 @@ class RegressedHintLoss(nn.Module):
 
     def __init__(self, in_shape, out_shape, convention: str | None = None, **regressor_options) -> None:
         super().__init__()
-        self.knobs = dict(CONVENTIONS.resolve(convention))
+        self.knobs = dict(HINT_LOSS.resolve(convention))
         self.regressor = HintRegressor(in_shape, out_shape, **regressor_options)
 
     def forward(self, v_g: torch.Tensor, u_t: torch.Tensor) -> torch.Tensor:
-        check_float_tensor("v_g", v_g, ndim=4)
-        check_float_tensor("u_t", u_t, ndim=4)
-        check_same_batch("u_t", u_t, "v_g", v_g)
-        if tuple(u_t.shape[1:]) != self.regressor.geometry.out_shape:
-            raise ValueError(f"u_t must have shape [N, {', '.join(map(str, self.regressor.geometry.out_shape))}] "
-                             f"for this regressor, got {tuple(u_t.shape)}")
-        r_s = self.regressor._forward_checked(v_g)
-        return _reduce(r_s, u_t.detach().to(r_s.dtype), self.knobs["half"], self.knobs["reduction"])
+        """The hint loss (:func:`hint_loss`) of the regressed ``v_g`` and the teacher hint ``u_t``."""
+        out_shape = self.regressor.geometry.out_shape
+        if isinstance(u_t, torch.Tensor) and tuple(u_t.shape[1:]) != out_shape:
+            raise ValueError(f"u_t must have shape [N, {', '.join(map(str, out_shape))}] for this regressor, "
+                             f"got {tuple(u_t.shape)}")
+        r_s = self.regressor(v_g)
+        # under autocast the regressor's float32 output meets a half-precision hint: compare in float32
+        u_t = u_t.to(r_s.dtype) if isinstance(u_t, torch.Tensor) and u_t.is_floating_point() else u_t
+        return hint_loss(r_s, u_t, half=self.knobs["half"], reduction=self.knobs["reduction"])

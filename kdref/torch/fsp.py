@@ -12,22 +12,12 @@ is a Python loop over a handful of tensors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from kdref.reference.fsp import CONVENTIONS, MATRIX_CONVENTIONS, POOLS, check_pair_weights, check_pairs
-from kdref.torch._common import (
-    accumulation_dtype,
-    adaptive_pool2d,
-    check_float_tensor,
-    check_same_batch,
-    check_sequence,
-    reduce_batch,
-)
+from kdref.reference.fsp import _PAIR_OF_MAPS, FSP_LOSS, FSP_MATRIX, _spatial_mismatch, pair_weights
+from kdref.torch._common import TORCH, accumulation_dtype, adaptive_pool2d, reduce_batch
 
 __all__ = ["fsp_distance", "fsp_loss", "fsp_matrix", "match_spatial_pair"]
-
 
 
 def _gram(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
@@ -37,7 +27,8 @@ def _gram(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
         return torch.bmm(f1.reshape(n, m, h * w), f2.reshape(n, f2.shape[1], h * w).transpose(1, 2)) / (h * w)
 
 
-def fsp_matrix(f1: torch.Tensor, f2: torch.Tensor, *, convention: str | None = None) -> torch.Tensor:
+@FSP_MATRIX.implement(TORCH)
+def fsp_matrix(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
     r"""Eq. (1): :math:`G = F^1 {F^2}^\top/(h w)`, ``[N, m, n]``.
 
     Arguments and result as :func:`kdref.reference.fsp.fsp_matrix`; half-precision inputs give a
@@ -52,13 +43,6 @@ def fsp_matrix(f1: torch.Tensor, f2: torch.Tensor, *, convention: str | None = N
       tensor([[[0.7500, 0.7500, 0.7500],
                [0.2500, 0.2500, 0.0000]]], dtype=torch.float64)
     """
-    MATRIX_CONVENTIONS.resolve(convention)
-    check_float_tensor("f1", f1, ndim=4)
-    check_float_tensor("f2", f2, ndim=4)
-    check_same_batch("f2", f2, "f1", f1)
-    if f2.shape[2:] != f1.shape[2:]:
-        raise ValueError(f"f2 must have the spatial size of f1 {tuple(f1.shape[2:])} (Eq. (1) sums over one h×w "
-                         f"grid), got shape {tuple(f2.shape)}; pool the larger map first (match_spatial_pair)")
     dtype = accumulation_dtype(f1)
     return _gram(f1.to(dtype), f2.to(dtype))
 
@@ -68,21 +52,15 @@ def _match_spatial(f1: torch.Tensor, f2: torch.Tensor, pool: str, names: tuple[s
     if f1.shape[2:] == f2.shape[2:]:
         return f1, f2
     if pool == "error":
-        raise ValueError(f"{names[1]} has spatial size {tuple(f2.shape[2:])} but {names[0]} has "
-                         f"{tuple(f1.shape[2:])}: Eq. (1) needs one size per pair; choose pool='max' (paper) or "
-                         "pool='avg' to pool the larger map")
+        raise _spatial_mismatch(f1, f2, names)
     size = (min(f1.shape[2], f2.shape[2]), min(f1.shape[3], f2.shape[3]))
     return tuple(x if tuple(x.shape[2:]) == size else adaptive_pool2d(x, size, pool) for x in (f1, f2))
 
 
 def match_spatial_pair(f1: torch.Tensor, f2: torch.Tensor, pool: str = "max") -> tuple[torch.Tensor, torch.Tensor]:
     """Pool the larger map of a pair to ``(min h, min w)``, as :func:`kdref.reference.fsp.match_spatial_pair`."""
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {', '.join(map(repr, POOLS))}; got {pool!r}")
-    check_float_tensor("f1", f1, ndim=4)
-    check_float_tensor("f2", f2, ndim=4)
-    check_same_batch("f2", f2, "f1", f1)
-    return _match_spatial(f1, f2, pool, ("f1", "f2"))
+    maps, knobs = _PAIR_OF_MAPS.bind(TORCH, (f1, f2), {"pool": pool})
+    return _match_spatial(maps["f1"], maps["f2"], knobs["pool"], ("f1", "f2"))
 
 
 def fsp_distance(g_s: torch.Tensor, g_t: torch.Tensor, kind: str = "sq_frobenius") -> torch.Tensor:
@@ -102,19 +80,11 @@ def fsp_distance(g_s: torch.Tensor, g_t: torch.Tensor, kind: str = "sq_frobenius
     raise ValueError(f"kind must be one of 'sq_frobenius', 'mse', 'col_l2'; got {kind!r}")
 
 
-def fsp_loss(
-    student_first: Sequence[torch.Tensor],
-    student_second: Sequence[torch.Tensor],
-    teacher_first: Sequence[torch.Tensor],
-    teacher_second: Sequence[torch.Tensor],
-    *,
-    weights: float | Sequence[float] | None = None,
-    convention: str | None = None,
-    pool: str | None = None,
-    distance: str | None = None,
-    pair_reduction: str | None = None,
-    reduction: str | None = None,
-) -> torch.Tensor:
+@FSP_LOSS.implement(TORCH)
+def fsp_loss(student_first: list[torch.Tensor], student_second: list[torch.Tensor],
+             teacher_first: list[torch.Tensor], teacher_second: list[torch.Tensor],
+             weights: float | list[float] | None, *, pool: str, distance: str, pair_reduction: str,
+             reduction: str) -> torch.Tensor:
     r"""Eq. (2): :math:`\frac1N\sum_x\sum_i\lambda_i\Vert G_i^T-G_i^S\Vert_F^2` by default.
 
     Arguments, conventions and result as :func:`kdref.reference.fsp.fsp_loss`; the maps are
@@ -140,22 +110,18 @@ def fsp_loss(
       >>> print(f"{fsp_loss([S1], [S2], [T1], [T2], convention='torchdistill').item():.8g}")
       1.4938556
     """
-    knobs = CONVENTIONS.resolve(convention, pool=pool, distance=distance, pair_reduction=pair_reduction,
-                                reduction=reduction)
-    pairs = check_pairs({"student_first": student_first, "student_second": student_second,
-                         "teacher_first": teacher_first, "teacher_second": teacher_second},
-                        as_array=check_float_tensor, same_batch=check_same_batch, sequence=check_sequence)
-    lambdas = check_pair_weights(weights, len(pairs))
-    dtype = accumulation_dtype(pairs[0]["student_first"])
+    lambdas = pair_weights(weights, len(student_first))
+    dtype = accumulation_dtype(student_first[0])
     terms = []
-    for i, (pair, lam) in enumerate(zip(pairs, lambdas, strict=True)):
+    for i, lam in enumerate(lambdas):
         g = {}
-        for side in ("student", "teacher"):
-            f1, f2 = pair[f"{side}_first"].to(dtype), pair[f"{side}_second"].to(dtype)
+        for side, firsts, seconds in (("student", student_first, student_second),
+                                      ("teacher", teacher_first, teacher_second)):
+            f1, f2 = firsts[i].to(dtype), seconds[i].to(dtype)
             if side == "teacher":
                 f1, f2 = f1.detach(), f2.detach()
-            f1, f2 = _match_spatial(f1, f2, knobs["pool"], (f"{side}_first[{i}]", f"{side}_second[{i}]"))
+            f1, f2 = _match_spatial(f1, f2, pool, (f"{side}_first[{i}]", f"{side}_second[{i}]"))
             g[side] = _gram(f1, f2)
-        terms.append(lam * fsp_distance(g["student"], g["teacher"], knobs["distance"]))
-    per_example = torch.stack(terms).sum(dim=0) if knobs["pair_reduction"] == "sum" else torch.stack(terms).mean(dim=0)
-    return reduce_batch(per_example, knobs["reduction"])
+        terms.append(lam * fsp_distance(g["student"], g["teacher"], distance))
+    per_example = torch.stack(terms).sum(dim=0) if pair_reduction == "sum" else torch.stack(terms).mean(dim=0)
+    return reduce_batch(per_example, reduction)

@@ -19,23 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from kdref.reference.irg import (
-    CONVENTIONS,
-    check_eps,
-    check_match,
-    check_match_shapes,
-    check_transformations,
-    check_weights,
-)
-from kdref.torch._common import (
-    accumulation_dtype,
-    adaptive_pool2d,
-    check_float_tensor,
-    check_same_batch,
-    check_same_like,
-    check_sequence,
-    pairwise_sq_distances,
-)
+from kdref.reference.irg import IRG_LOSS, layer_quadruples
+from kdref.torch._common import TORCH, accumulation_dtype, adaptive_pool2d, pairwise_sq_distances
 
 __all__ = ["edge_matrix", "irg_loss", "normalize_by_max", "transformation_vector"]
 
@@ -103,63 +88,18 @@ def _reduce(squared_differences: torch.Tensor, reduction: str, num: int) -> torc
     return total / (2.0 * num)
 
 
-def _layers(name: str, fs) -> list[torch.Tensor]:
-    layers = check_sequence(name, fs)
-    checked = [check_float_tensor(f"{name}[{i}]", f) for i, f in enumerate(layers)]
-    for i, f in enumerate(checked):
-        if f.dim() < 2:
-            raise ValueError(f"{name}[{i}] must be at least 2-D [N, D, ...] (one row per sample), "
-                             f"got shape {tuple(f.shape)}")
-    return checked
-
-
-def _check_logits(student_logits, teacher_logits, ref: torch.Tensor, lam1: float):
-    if student_logits is None or teacher_logits is None:
-        if lam1 > 0:
-            missing = "student_logits" if student_logits is None else "teacher_logits"
-            raise ValueError(f"{missing} is required for the vertex term (lambda1 = {lam1:g} > 0)")
-        if student_logits is None and teacher_logits is None:
-            return None
-        given = "teacher_logits" if student_logits is None else "student_logits"
-        raise ValueError(f"{given} was given without its counterpart; pass both logits or neither")
-    z_s = check_float_tensor("student_logits", student_logits, ndim=2)
-    z_t = check_float_tensor("teacher_logits", teacher_logits, ndim=2)
-    check_same_batch("student_logits", z_s, "student_features[0]", ref)
-    check_same_like("teacher_logits", z_t, "student_logits", z_s)
-    return z_s, z_t
-
-
-def irg_loss(
-    student_features,
-    teacher_features,
-    student_logits: torch.Tensor | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    *,
-    transformations=(),
-    match: str = "none",
-    convention: str | None = None,
-    lambda1: float | None = None,
-    lambda2: float | None = None,
-    lambda3: float | None = None,
-    mode: str | None = None,
-    normalize: str | None = None,
-    eps: float | None = None,
-    reduction: str | None = None,
-    layer_reduction: str | None = None,
-    caffe_gradients: bool = False,
-) -> torch.Tensor:
+@IRG_LOSS.implement(TORCH)
+def irg_loss(student_features: list[torch.Tensor], teacher_features: list[torch.Tensor],
+             student_logits: torch.Tensor | None, teacher_logits: torch.Tensor | None, transformations, *,
+             lambda1: float, lambda2: float, lambda3: float, mode: str, normalize: str, eps: float,
+             reduction: str, layer_reduction: str, match: str, caffe_gradients: bool) -> torch.Tensor:
     r"""The IRG loss, :math:`\lambda_1\sum_i\lVert z^T_i-z^S_i\rVert^2
     +\lambda_2\sum_{l_M}\lVert A^T_L-A^S_{l_M}\rVert_F^2+\lambda_3\sum\lVert\Lambda^T-\Lambda^S\rVert^2`
     by default.
 
     Arguments, conventions and result as :func:`kdref.reference.irg.irg_loss`; inputs are lists of
     tensors ``[N, ...]`` (and ``[N, K]`` logits) on one device and of one dtype; the result is a
-    0-d tensor.
-
-    Args:
-      caffe_gradients: the official Caffe layers' backward pass (the value is unchanged): the batch
-        maxima are constants and the gradient through each edge matrix is halved. Needs
-        ``normalize="max"``.
+    0-d tensor. ``caffe_gradients=True`` changes the backward pass only (see the module).
 
     Examples:
       >>> import torch
@@ -173,39 +113,11 @@ def irg_loss(
       >>> print(f"{loss.item():.8g}")
       0.003125
     """
-    knobs = CONVENTIONS.resolve(
-        convention, lambda1=lambda1, lambda2=lambda2, lambda3=lambda3, mode=mode, normalize=normalize, eps=eps,
-        reduction=reduction, layer_reduction=layer_reduction,
-    )
-    check_match(match)
-    lam1, lam2, lam3 = check_weights(knobs)
-    eps = check_eps(knobs)
-    if not isinstance(caffe_gradients, bool):
-        raise TypeError(f"caffe_gradients must be a bool, got {type(caffe_gradients).__name__}")
-    if caffe_gradients and knobs["normalize"] != "max":
-        raise ValueError("caffe_gradients reproduces the backward pass of Caffe's max-normalising layers; "
-                         f"it needs normalize='max', got {knobs['normalize']!r}")
-    student = _layers("student_features", student_features)
-    teacher = _layers("teacher_features", teacher_features)
+    student, teacher = student_features, teacher_features
     ref = student[0]
-    for i, f in enumerate(student[1:], 1):
-        check_same_batch(f"student_features[{i}]", f, "student_features[0]", ref)
-    for i, f in enumerate(teacher):
-        check_same_batch(f"teacher_features[{i}]", f, "student_features[0]", ref)
-    logits = _check_logits(student_logits, teacher_logits, ref, lam1)
-    pairs = check_transformations(transformations, len(student), len(teacher))
-    if knobs["mode"] == "one_to_one" and len(teacher) != len(student):
-        raise ValueError(f"teacher_features must hold as many layers as student_features ({len(student)}) for "
-                         f"mode='one_to_one', got {len(teacher)}")
-    for l1, l2, l3, l4 in pairs:
-        check_match_shapes("teacher_features", tuple(teacher[l1].shape), tuple(teacher[l2].shape), l1, l2,
-                           match)
-        check_match_shapes("student_features", tuple(student[l3].shape), tuple(student[l4].shape), l3, l4,
-                           match)
-
+    pairs = layer_quadruples(transformations or (), len(student), len(teacher))
     dtype = accumulation_dtype(ref)
     n = ref.shape[0]
-    normalize, reduction = knobs["normalize"], knobs["reduction"]
 
     def normalized(a: torch.Tensor) -> torch.Tensor:
         return normalize_by_max(a, detach=caffe_gradients) if normalize == "max" else a
@@ -227,17 +139,17 @@ def irg_loss(
 
     def over_layers(values: list[torch.Tensor]) -> torch.Tensor:
         total = torch.stack(values).sum()
-        return total / len(values) if knobs["layer_reduction"] == "mean" else total
+        return total / len(values) if layer_reduction == "mean" else total
 
     # autocast would run the Gram products in bfloat16/float16; kdref accumulates in float32
     with torch.autocast(device_type=ref.device.type, enabled=False):
         student = [f.to(dtype) for f in student]
         teacher = [f.detach().to(dtype) for f in teacher]
         total = torch.zeros((), dtype=dtype, device=ref.device)
-        if logits is not None:
-            z_s, z_t = logits[0].to(dtype), logits[1].detach().to(dtype)
-            total = total + lam1 * _reduce((z_t - z_s).square(), reduction, n)
-        if knobs["mode"] == "one_to_one":
+        if student_logits is not None:
+            z_s, z_t = student_logits.to(dtype), teacher_logits.detach().to(dtype)
+            total = total + lambda1 * _reduce((z_t - z_s).square(), reduction, n)
+        if mode == "one_to_one":
             guides = [normalized(edges(f)) for f in teacher]
         else:  # the teacher's last layer guides every student layer
             guides = [normalized(edges(teacher[-1]))] * len(student)
@@ -246,11 +158,11 @@ def irg_loss(
             A_s = edges(f_s)
             A_s = normalized(_halve_gradient(A_s) if caffe_gradients else A_s)
             terms.append(_reduce((A_guide - A_s).square(), reduction, n))
-        total = total + lam2 * over_layers(terms)
+        total = total + lambda2 * over_layers(terms)
         if pairs:
             terms = []
             for l1, l2, l3, l4 in pairs:
                 v_t, v_s = transformation(teacher[l1], teacher[l2]), transformation(student[l3], student[l4])
                 terms.append(_reduce((v_t - v_s).square(), reduction, 1))
-            total = total + lam3 * over_layers(terms)
+            total = total + lambda3 * over_layers(terms)
     return total

@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import torch
 
-from kdref.reference.logits import CONVENTIONS, SCALE_FACTORS
-from kdref.torch._common import accumulation_dtype, check_float_tensor, check_same_like, reduce_batch
+from kdref.reference.logits import LOGIT_REGRESSION_LOSS, SCALE_FACTORS
+from kdref.torch._common import TORCH, accumulation_dtype, reduce_batch
 
 __all__ = ["logit_regression_loss"]
 
 
-def logit_regression_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    *,
-    convention: str | None = None,
-    scale: str | None = None,
-    center: bool | None = None,
-    reduction: str | None = None,
-) -> torch.Tensor:
+@LOGIT_REGRESSION_LOSS.implement(TORCH)
+def logit_regression_loss(student: torch.Tensor, teacher: torch.Tensor, *, scale: str, center: bool,
+                          reduction: str) -> torch.Tensor:
     r""":math:`\frac1N\sum_n \tfrac12\lVert s_n - t_n\rVert^2` by default (paper, eq. 1).
 
     Arguments and conventions as :func:`kdref.reference.logits.logit_regression_loss`.
@@ -36,15 +30,10 @@ def logit_regression_loss(
       >>> logit_regression_loss(s, t, convention="kdzoo").item()
       0.75
     """
-    knobs = CONVENTIONS.resolve(convention, scale=scale, center=center, reduction=reduction)
-    check_float_tensor("student", student, ndim=2)
-    check_float_tensor("teacher", teacher, ndim=2)
-    check_same_like("teacher", teacher, "student", student)
     dtype = accumulation_dtype(student)
     residual = student.to(dtype) - teacher.detach().to(dtype)
-    if knobs["center"]:
+    if center:
         # centring both inputs and subtracting equals centring the residual (a linear projection)
         residual = residual - residual.mean(dim=-1, keepdim=True)
     e = residual.square().sum(dim=-1)
-    per_sample = e * SCALE_FACTORS[knobs["scale"]](student.shape[1])
-    return reduce_batch(per_sample, knobs["reduction"])
+    return reduce_batch(e * SCALE_FACTORS[scale](student.shape[1]), reduction)

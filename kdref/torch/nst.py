@@ -22,25 +22,13 @@ region. Nothing loops over the batch.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from kdref._scalars import check_real
-from kdref.reference.nst import CONVENTIONS, SIGMA2_DEGENERATE, check_knob_values
-from kdref.torch._common import (
-    accumulation_dtype,
-    adaptive_pool2d,
-    check_float_tensor,
-    check_same_batch,
-    l2_normalize,
-    reduce_batch,
-    resize_bilinear,
-)
+from kdref.declaration import Knob
+from kdref.reference.nst import GAUSSIAN_SIGMA2_HEURISTIC, NST_LOSS, SIGMA2_DEGENERATE
+from kdref.torch._common import TORCH, accumulation_dtype, adaptive_pool2d, l2_normalize, reduce_batch, resize_bilinear
 
 __all__ = ["gaussian_sigma2_heuristic", "kernel_pair_sum", "normalized_channel_maps", "nst_loss"]
-
-_GRAMS = ("auto", "channel", "spatial")
 
 
 def normalized_channel_maps(fm: torch.Tensor, eps: float = 1e-12, eps_mode: str = "clamp") -> torch.Tensor:
@@ -206,8 +194,6 @@ def _mmd2(x, y, wx, wy, *, kernel, c, d, sigma2, teacher_term, uniform, gram) ->
     if kernel == "linear" or (kernel == "poly" and d == 1):
         return _mmd2_from_means(x, y, wx, wy, c if kernel == "poly" else 0.0, teacher_term)
     spatial_ok = kernel == "poly" and d == 2
-    if gram == "spatial" and not spatial_ok:
-        raise ValueError(f"gram='spatial' needs the polynomial kernel with d = 2, got kernel={kernel!r}, d={d}")
     if spatial_ok and (gram == "spatial" or (gram == "auto" and _spatial_is_cheaper(
             x.shape[-1], y.shape[1], x.shape[1], teacher_term))):
         return _mmd2_poly2_spatial(x, y, wx, wy, c, teacher_term, uniform)
@@ -221,95 +207,69 @@ def _mmd2(x, y, wx, wy, *, kernel, c, d, sigma2, teacher_term, uniform, gram) ->
 def _match_spatial(student: torch.Tensor, teacher: torch.Tensor, spatial: str) -> tuple[torch.Tensor, torch.Tensor]:
     """As :func:`kdref.reference.nst.match_spatial`."""
     s_hw, t_hw = tuple(student.shape[2:]), tuple(teacher.shape[2:])
-    if s_hw == t_hw:
+    if s_hw == t_hw or spatial == "error":
         return student, teacher
     if spatial == "interpolate":
         return resize_bilinear(student, t_hw), teacher
-    if spatial == "avgpool":
-        out = (min(s_hw[0], t_hw[0]), min(s_hw[1], t_hw[1]))
+    out = (min(s_hw[0], t_hw[0]), min(s_hw[1], t_hw[1]))  # "avgpool"
 
-        def pool(x):
-            return x if tuple(x.shape[2:]) == out else adaptive_pool2d(x, out, "avg")
+    def pool(x):
+        return x if tuple(x.shape[2:]) == out else adaptive_pool2d(x, out, "avg")
 
-        return pool(student), pool(teacher)
-    raise ValueError(f"teacher must have the spatial size of student {s_hw}, got {t_hw}; "
-                     "pass spatial='interpolate' or 'avgpool' to match them")
+    return pool(student), pool(teacher)
 
 
-def _check_pair(student, teacher) -> None:
-    check_float_tensor("student", student, ndim=4)
-    check_float_tensor("teacher", teacher, ndim=4)
-    check_same_batch("teacher", teacher, "student", student)
-
-
-def _sample_sets(student: torch.Tensor, teacher: torch.Tensor, knobs, eps: float) -> tuple[torch.Tensor, ...]:
+def _sample_sets(student: torch.Tensor, teacher: torch.Tensor, *, eps: float, eps_mode: str, zero_channel: str,
+                 spatial: str) -> tuple[torch.Tensor, ...]:
     """As :func:`kdref.reference.nst.sample_sets`: ``x, w, y, v`` (the weights from the maps as given)."""
-    w, v = _sample_weights(teacher, knobs["zero_channel"]), _sample_weights(student, knobs["zero_channel"])
-    student, teacher = _match_spatial(student, teacher, knobs["spatial"])
-    return (normalized_channel_maps(teacher, eps, knobs["eps_mode"]), w,
-            normalized_channel_maps(student, eps, knobs["eps_mode"]), v)
+    w, v = _sample_weights(teacher, zero_channel), _sample_weights(student, zero_channel)
+    student, teacher = _match_spatial(student, teacher, spatial)
+    return (normalized_channel_maps(teacher, eps, eps_mode), w, normalized_channel_maps(student, eps, eps_mode), v)
 
 
-def _check_sigma2(sigma2, kernel: str, ref: torch.Tensor):
-    """σ² as a number or a detached ``[N, 1, 1]`` tensor of the computation's dtype."""
-    n = ref.shape[0]
+def _sigma2_tensor(sigma2: torch.Tensor | float | None, like: torch.Tensor) -> torch.Tensor | None:
+    """σ² (checked by the declaration) as a constant ``[N, 1, 1]`` or ``[1, 1, 1]`` tensor of the
+    computation's dtype: a Python float reaches the custom autograd function as a symbolic float
+    under torch.compile with dynamic shapes, which Dynamo (torch 2.13) fails on."""
+    if sigma2 is None:
+        return None
     if isinstance(sigma2, torch.Tensor):
-        if not sigma2.is_floating_point():
-            raise TypeError(f"sigma2 must have a floating dtype, got {sigma2.dtype}")
-        if sigma2.device != ref.device:
-            raise ValueError(f"sigma2 must be on the device of student ({ref.device}), got {sigma2.device}")
-        if sigma2.dim() > 1 or (sigma2.dim() == 1 and sigma2.shape[0] != n):
-            raise ValueError(f"sigma2 must be a number or have shape ({n},), got shape {tuple(sigma2.shape)}")
-        if not torch.compiler.is_compiling() and not bool((torch.isfinite(sigma2) & (sigma2 > 0)).all()):
-            raise ValueError("sigma2 must be finite and > 0")
-        sigma2 = sigma2.detach().to(ref.dtype).reshape(-1, 1, 1)
-    elif sigma2 is not None:
-        if isinstance(sigma2, (str, bool)) or not isinstance(sigma2, numbers.Real):
-            raise TypeError(f"sigma2 must be a real number or a [N] tensor, got {type(sigma2).__name__}")
-        sigma2 = check_real("sigma2", sigma2)
-        if sigma2 <= 0:
-            raise ValueError(f"sigma2 must be finite and > 0, got {sigma2}")
-        # a tensor, as a per-example σ² is: a Python float reaches the custom autograd function as a
-        # symbolic float under torch.compile with dynamic shapes, which Dynamo (torch 2.13) fails on
-        sigma2 = torch.full((1, 1, 1), sigma2, dtype=ref.dtype, device=ref.device)
-    if kernel == "gaussian" and sigma2 is None:
-        raise ValueError("sigma2 is required for kernel='gaussian' (see gaussian_sigma2_heuristic)")
-    if kernel != "gaussian" and sigma2 is not None:
-        raise ValueError(f"sigma2 is the Gaussian kernel's bandwidth; kernel={kernel!r} does not use it")
-    return sigma2
+        return sigma2.detach().to(like.dtype).reshape(-1, 1, 1)
+    return torch.full((1, 1, 1), sigma2, dtype=like.dtype, device=like.device)
 
 
-def nst_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    *,
-    lam: float = 1.0,
-    sigma2: torch.Tensor | float | None = None,
-    convention: str | None = None,
-    kernel: str | None = None,
-    c: float | None = None,
-    d: int | None = None,
-    teacher_term: bool | None = None,
-    half: bool | None = None,
-    reduction: str | None = None,
-    eps: float | None = None,
-    eps_mode: str | None = None,
-    zero_channel: str | None = None,
-    spatial: str | None = None,
-    gram: str = "auto",
-) -> torch.Tensor:
+def _check_gram(arguments, knobs) -> None:
+    """The reference's rules, and ``gram="spatial"`` only where the spatial Gram form exists."""
+    NST_LOSS.check(arguments, knobs)
+    kernel, d = knobs["kernel"], knobs["d"]
+    if knobs["gram"] == "spatial" and (kernel == "gaussian" or (kernel == "poly" and d > 2)):
+        raise ValueError(f"gram='spatial' needs the polynomial kernel with d = 2, got kernel={kernel!r}, d={d}")
+
+
+# :data:`kdref.reference.nst.NST_LOSS` with the one knob of the torch side: how the kernel sums are
+# computed (the value is the same up to rounding)
+_NST_LOSS_TORCH = NST_LOSS.derive(
+    "nst_loss",
+    knobs=(*NST_LOSS.knobs,
+           Knob("gram", "auto", "which Gram matrices the polynomial kernel with :math:`d=2` uses: ``\"channel\"`` "
+                "(``[N, C, C]``), ``\"spatial\"`` (``[N, HW, HW]``) or ``\"auto\"``, the cheaper one; the value is "
+                "the same up to rounding. The linear kernel and :math:`d=1` use the means of the maps, the Gaussian "
+                "kernel and :math:`d\\ge3` the channel Gram matrices", choices=("auto", "channel", "spatial"))),
+    check=_check_gram,
+)
+
+
+@_NST_LOSS_TORCH.implement(TORCH)
+def nst_loss(student: torch.Tensor, teacher: torch.Tensor, sigma2: torch.Tensor | float | None, *, lam: float,
+             kernel: str, c: float, d: int, teacher_term: bool, half: bool, reduction: str, eps: float, eps_mode: str,
+             zero_channel: str, spatial: str, gram: str) -> torch.Tensor:
     r"""The NST loss, :math:`\frac\lambda2\cdot\frac1N\sum_n\mathcal L_{\mathrm{MMD}^2}(\mathbf F_{T,n},
     \mathbf F_{S,n})` by default.
 
     Arguments, conventions and result as :func:`kdref.reference.nst.nst_loss`; inputs are tensors
     ``[N, C, H, W]`` on one device (``sigma2`` a number or a ``[N]`` tensor, treated as a
-    constant), and the result is a 0-d tensor (``[N]`` for ``"none"``).
-
-    Args:
-      gram: which Gram matrices the polynomial kernel with :math:`d=2` uses: ``"channel"``
-        (``[N, C, C]``), ``"spatial"`` (``[N, HW, HW]``) or ``"auto"``, the cheaper one. The value
-        is the same up to rounding. The linear kernel and :math:`d=1` use the means of the maps,
-        the Gaussian kernel and :math:`d\ge3` the channel Gram matrices.
+    constant), and the result is a 0-d tensor (``[N]`` for ``"none"``). One more knob, ``gram``,
+    chooses how the kernel sums are computed.
 
     Examples:
       >>> import torch
@@ -324,36 +284,20 @@ def nst_loss(
       >>> print(nst_loss(fs, ft, kernel="linear", convention="kdzoo", reduction="none"))
       tensor([0.1789, 0.6679], dtype=torch.float64)
     """
-    knobs = CONVENTIONS.resolve(
-        convention, kernel=kernel, c=c, d=d, teacher_term=teacher_term, half=half, reduction=reduction, eps=eps,
-        eps_mode=eps_mode, zero_channel=zero_channel, spatial=spatial,
-    )
-    c, d, eps = check_knob_values(knobs)
-    lam = check_real("lam", lam, low=0.0)
-    if gram not in _GRAMS:
-        raise ValueError(f"gram must be one of {', '.join(map(repr, _GRAMS))}; got {gram!r}")
-    _check_pair(student, teacher)
     dtype = accumulation_dtype(student)
     # autocast would run the Gram products in bfloat16/float16; kdref accumulates in float32
     with torch.autocast(device_type=student.device.type, enabled=False):
-        x, w, y, v = _sample_sets(student.to(dtype), teacher.detach().to(dtype), knobs, eps)
-        sigma2 = _check_sigma2(sigma2, knobs["kernel"], y)
-        per_example = _mmd2(x, y, w, v, kernel=knobs["kernel"], c=c, d=d, sigma2=sigma2,
-                            teacher_term=knobs["teacher_term"], uniform=knobs["zero_channel"] == "keep", gram=gram)
-        factor = lam / 2.0 if knobs["half"] else lam
-        return factor * reduce_batch(per_example, knobs["reduction"])
+        x, w, y, v = _sample_sets(student.to(dtype), teacher.detach().to(dtype), eps=eps, eps_mode=eps_mode,
+                                  zero_channel=zero_channel, spatial=spatial)
+        per_example = _mmd2(x, y, w, v, kernel=kernel, c=c, d=d, sigma2=_sigma2_tensor(sigma2, y),
+                            teacher_term=teacher_term, uniform=zero_channel == "keep", gram=gram)
+        factor = lam / 2.0 if half else lam
+        return factor * reduce_batch(per_example, reduction)
 
 
-def gaussian_sigma2_heuristic(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    *,
-    convention: str | None = None,
-    eps: float | None = None,
-    eps_mode: str | None = None,
-    zero_channel: str | None = None,
-    spatial: str | None = None,
-) -> torch.Tensor:
+@GAUSSIAN_SIGMA2_HEURISTIC.implement(TORCH)
+def gaussian_sigma2_heuristic(student: torch.Tensor, teacher: torch.Tensor, *, eps: float, eps_mode: str,
+                              zero_channel: str, spatial: str) -> torch.Tensor:
     r"""Per-example Gaussian bandwidth: the mean squared distance over the distinct pairs of the
     pooled normalised maps, **detached** (a constant for the loss).
 
@@ -377,12 +321,10 @@ def gaussian_sigma2_heuristic(
       >>> print(f"{loss.item():.8g}")
       0.22553064
     """
-    knobs = CONVENTIONS.resolve(convention, eps=eps, eps_mode=eps_mode, zero_channel=zero_channel, spatial=spatial)
-    _, _, eps = check_knob_values(knobs)
-    _check_pair(student, teacher)
     dtype = accumulation_dtype(student)
     with torch.no_grad(), torch.autocast(device_type=student.device.type, enabled=False):
-        x, w, y, v = _sample_sets(student.to(dtype), teacher.to(dtype), knobs, eps)
+        x, w, y, v = _sample_sets(student.to(dtype), teacher.to(dtype), eps=eps, eps_mode=eps_mode,
+                                  zero_channel=zero_channel, spatial=spatial)
         z, kept = torch.cat([x, y], dim=1), torch.cat([w, v], dim=1).gt(0).to(dtype)
         count = kept.sum(dim=1)
         total = count * _kept_squared_norms(z, kept) - _weighted_mean_map(z, kept).square().sum(dim=-1)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from kdref.reference.pkt import CONVENTIONS, check_knobs, pair_count
-from kdref.torch._common import accumulation_dtype, check_embeddings, check_same_batch
+from kdref.reference.pkt import PKT_LOSS, pair_count
+from kdref.torch._common import TORCH, accumulation_dtype
 
 __all__ = ["conditional_probabilities", "cosine_kernel", "pkt_loss", "unit_rows"]
 
@@ -103,15 +103,9 @@ def _check_no_zero_row(name: str, x: torch.Tensor) -> None:
                          "which gives a zero row the kernel value 1/2 against every sample")
 
 
-def pkt_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    *,
-    convention: str | None = None,
-    include_self: bool | None = None,
-    eps: float | None = None,
-    reduction: str | None = None,
-) -> torch.Tensor:
+@PKT_LOSS.implement(TORCH)
+def pkt_loss(student: torch.Tensor, teacher: torch.Tensor, *, include_self: bool, eps: float,
+             reduction: str) -> torch.Tensor:
     r"""The PKT loss, :math:`\sum_i\sum_{j\ne i}p_{j|i}\log(p_{j|i}/q_{j|i})` by default.
 
     Arguments, conventions and result as :func:`kdref.reference.pkt.pkt_loss`; ``student`` and
@@ -130,24 +124,20 @@ def pkt_loss(
       >>> print(f"{pkt_loss(S_A, T_A, convention='kdzoo').item():.8g}")
       0.018755761
     """
-    knobs = CONVENTIONS.resolve(convention, include_self=include_self, eps=eps, reduction=reduction)
-    y = check_embeddings("student", student)
-    x = check_embeddings("teacher", teacher)
-    check_same_batch("teacher", x, "student", y)
+    y, x = student, teacher
     n = y.shape[0]
-    eps = check_knobs(knobs, n)
     if eps == 0:
         _check_no_zero_row("student", y)
         _check_no_zero_row("teacher", x)
     dtype = accumulation_dtype(y)
-    include = knobs["include_self"]
+    include = include_self
     # autocast would run the Gram products in bfloat16; kdref accumulates in float32
     with torch.autocast(device_type=y.device.type, enabled=False):
         with torch.no_grad():
             P = conditional_probabilities(cosine_kernel(x.detach().to(dtype), eps), include)
             entropy = _teacher_entropy_terms(P, eps)
         per_anchor = entropy - _student_cross_terms(P, cosine_kernel(y.to(dtype), eps), include, eps)
-        if knobs["reduction"] == "none":
+        if reduction == "none":
             return per_anchor
         total = per_anchor.sum()
-        return total / pair_count(n, include) if knobs["reduction"] == "mean" else total
+        return total / pair_count(n, include) if reduction == "mean" else total

@@ -23,18 +23,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdref._scalars import check_real
-from kdref.reference.rkd import CONVENTIONS, fewest_samples, resolve_knobs
-from kdref.torch._common import (
-    check_embeddings,
-    check_min_batch,
-    check_same_batch,
-    pairwise_sq_distances,
-    sqrt_or_zero,
-)
+from kdref.reference.rkd import RKD_ANGLE_LOSS, RKD_DISTANCE_LOSS, RKD_LOSS
+from kdref.torch._common import TORCH, pairwise_sq_distances, sqrt_or_zero
 
 __all__ = [
-    "CONVENTIONS",
+    "CHUNK_ELEMENTS",
     "angle_potential",
     "distance_potential",
     "rkd_angle_loss",
@@ -42,16 +35,9 @@ __all__ = [
     "rkd_loss",
 ]
 
-#: elements of one [c, N, N] chunk of the angle term (1 MiB in float32): about 4 of them live at once
+#: elements of one [c, N, N] chunk of the angle term (1 MiB in float32): about 4 of them live at
+#: once. The anchors per chunk are ``max(1, CHUNK_ELEMENTS // N²)``; this changes memory, not values.
 CHUNK_ELEMENTS = 2**18
-
-
-def _inputs(student, teacher, term: str, knobs) -> tuple[torch.Tensor, torch.Tensor]:
-    s = check_embeddings("student", student)
-    t = check_embeddings("teacher", teacher)
-    check_same_batch("teacher", t, "student", s)
-    check_min_batch("student", s.shape[0], *fewest_samples(term, knobs))
-    return s, t.detach()
 
 
 def _inverse_or_zero(d2: torch.Tensor) -> torch.Tensor:
@@ -163,50 +149,49 @@ def _angle_sum(s: torch.Tensor, t: torch.Tensor, distinct: bool, chunk_size) -> 
         return _AngleTerm.apply(d2_s, d2_t, distinct, chunk_size)
 
 
-def rkd_distance_loss(student, teacher, *, convention: str | None = None, tuples: str | None = None,
-                      reduction: str | None = None, clamp_sq: float | None = None, mu: str | None = None,
-                      squared: bool | None = None) -> torch.Tensor:
-    """Distance-wise RKD; see :func:`kdref.reference.rkd.rkd_distance_loss`."""
-    knobs = resolve_knobs(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu, squared=squared)
-    s, t = _inputs(student, teacher, "distance", knobs)
-    potential = {k: knobs[k] for k in ("clamp_sq", "mu", "squared")}
+def _distance_term(s: torch.Tensor, t: torch.Tensor, tuples: str, reduction: str, clamp_sq: float, mu: str,
+                   squared: bool) -> torch.Tensor:
+    potential = {"clamp_sq": clamp_sq, "mu": mu, "squared": squared}
     # the diagonal is 0 in both networks: summing all N² terms is summing the N(N−1) distinct pairs
-    total = F.huber_loss(distance_potential(s, **potential), distance_potential(t, **potential),
+    total = F.huber_loss(distance_potential(s, **potential), distance_potential(t.detach(), **potential),
                          reduction="sum", delta=1.0)
     n = s.shape[0]
-    count = n * n if knobs["tuples"] == "all" else n * (n - 1)
-    return total if knobs["reduction"] == "sum" else total / count
+    count = n * n if tuples == "all" else n * (n - 1)
+    return total if reduction == "sum" else total / count
 
 
-def rkd_angle_loss(student, teacher, *, convention: str | None = None, tuples: str | None = None,
-                   reduction: str | None = None, clamp_sq: float | None = None, mu: str | None = None,
-                   squared: bool | None = None, chunk_size: int | None = None) -> torch.Tensor:
-    """Angle-wise RKD; see :func:`kdref.reference.rkd.rkd_angle_loss`. ``chunk_size`` anchors are
-    processed at a time (default: as many as fit :data:`CHUNK_ELEMENTS`); it changes memory, not
-    the value."""
-    knobs = resolve_knobs(convention, tuples=tuples, reduction=reduction, clamp_sq=clamp_sq, mu=mu, squared=squared)
-    s, t = _inputs(student, teacher, "angle", knobs)
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    distinct = knobs["tuples"] == "distinct"
-    total = _angle_sum(s, t, distinct, chunk_size)
+def _angle_term(s: torch.Tensor, t: torch.Tensor, tuples: str, reduction: str) -> torch.Tensor:
+    distinct = tuples == "distinct"
+    total = _angle_sum(s, t.detach(), distinct, None)
     n = s.shape[0]
     count = n * (n - 1) * (n - 2) if distinct else n**3
-    return total if knobs["reduction"] == "sum" else total / count
+    return total if reduction == "sum" else total / count
 
 
-def rkd_loss(student, teacher, *, w_dist: float = 1.0, w_angle: float = 2.0, convention: str | None = None,
-             tuples: str | None = None, reduction: str | None = None, clamp_sq: float | None = None,
-             mu: str | None = None, squared: bool | None = None, chunk_size: int | None = None) -> torch.Tensor:
+@RKD_DISTANCE_LOSS.implement(TORCH)
+def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor, *, tuples: str, reduction: str,
+                      clamp_sq: float, mu: str, squared: bool) -> torch.Tensor:
+    """Distance-wise RKD; see :func:`kdref.reference.rkd.rkd_distance_loss`."""
+    return _distance_term(student, teacher, tuples, reduction, clamp_sq, mu, squared)
+
+
+@RKD_ANGLE_LOSS.implement(TORCH)
+def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor, *, tuples: str, reduction: str) -> torch.Tensor:
+    """Angle-wise RKD; see :func:`kdref.reference.rkd.rkd_angle_loss`. The anchors are processed
+    in chunks of ``max(1, CHUNK_ELEMENTS // N²)`` (:data:`CHUNK_ELEMENTS`); that changes memory,
+    not the value."""
+    return _angle_term(student, teacher, tuples, reduction)
+
+
+@RKD_LOSS.implement(TORCH)
+def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, w_dist: float | None, w_angle: float | None, *,
+             tuples: str, reduction: str, clamp_sq: float, mu: str, squared: bool) -> torch.Tensor:
     """RKD-DA, ``w_dist · distance + w_angle · angle``; see :func:`kdref.reference.rkd.rkd_loss`."""
-    w_dist = check_real("w_dist", w_dist, low=0.0)
-    w_angle = check_real("w_angle", w_angle, low=0.0)
-    knobs = {"convention": convention, "tuples": tuples, "reduction": reduction, "clamp_sq": clamp_sq, "mu": mu,
-             "squared": squared}
+    w_dist = 1.0 if w_dist is None else w_dist
+    w_angle = 2.0 if w_angle is None else w_angle
     total = 0.0
     if w_dist > 0 or w_angle == 0:
-        total = total + w_dist * rkd_distance_loss(student, teacher, **knobs)
+        total = total + w_dist * _distance_term(student, teacher, tuples, reduction, clamp_sq, mu, squared)
     if w_angle > 0:
-        total = total + w_angle * rkd_angle_loss(student, teacher, **knobs, chunk_size=chunk_size)
+        total = total + w_angle * _angle_term(student, teacher, tuples, reduction)
     return total

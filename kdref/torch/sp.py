@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from kdref.reference.sp import CONVENTIONS, check_knob_values, check_layers
-from kdref.torch._common import accumulation_dtype, check_embeddings, check_same_batch, check_sequence, sqrt_or_zero
+from kdref.reference.sp import SP_LOSS
+from kdref.torch._common import TORCH, accumulation_dtype, sqrt_or_zero
 
-__all__ = ["CONVENTIONS", "batch_gram", "row_normalize", "similarity_matrix", "sp_loss", "sp_pair_loss",
-           "trace_form_pair_loss"]
+__all__ = ["batch_gram", "row_normalize", "similarity_matrix", "sp_loss", "sp_pair_loss", "trace_form_pair_loss"]
 
 
 def batch_gram(q: torch.Tensor) -> torch.Tensor:
@@ -34,12 +33,14 @@ def row_normalize(g: torch.Tensor, p: int = 2, eps: float = 1e-12, zero_rows: st
     stays 0. ``zero_rows="mask_grad"`` makes such a row a constant (zero gradient);
     ``"keep"`` keeps ``F.normalize``'s gradient there, :math:`I/\epsilon`."""
     norms = torch.linalg.vector_norm(g, ord=p, dim=1, keepdim=True)
-    scale = 1.0 / norms.clamp_min(eps)
+    divisors = norms.clamp_min(eps)
     if zero_rows == "mask_grad":
-        # a zero row stays 0 whatever its factor; a factor of 0 makes the row a constant, so its
-        # gradient is 0 rather than 1/ε (masking the [b, 1] factors, not the [b, b] rows, is free)
-        scale = torch.where(norms > 0, scale, torch.zeros_like(scale))
-    return g * scale
+        # a zero row stays 0 whatever its divisor; an infinite one makes the row a constant, so its
+        # gradient is 0 rather than 1/ε (masking the [b, 1] divisors, not the [b, b] rows, is free)
+        divisors = torch.where(norms > 0, divisors, torch.full_like(divisors, torch.inf))
+    if g.shape[1] == 1:  # b = 1: ‖[x]‖ = |x| exactly and x / |x| = 1, where x · fl(1/x) can be 1 − 2⁻⁵³
+        return g / divisors
+    return g * (1.0 / divisors)  # b reciprocals and b² products: cheaper than b² divisions
 
 
 def similarity_matrix(q: torch.Tensor, p: int = 2, eps: float = 1e-12, zero_rows: str = "mask_grad") -> torch.Tensor:
@@ -71,18 +72,9 @@ def trace_form_pair_loss(q_s: torch.Tensor, q_t: torch.Tensor, eps: float = 1e-1
     return total / q_s.shape[0] ** 2 if reduction == "batchmean" else total
 
 
-def sp_loss(
-    student,
-    teacher,
-    *,
-    convention: str | None = None,
-    p: int | None = None,
-    eps: float | None = None,
-    reduction: str | None = None,
-    layer_reduction: str | None = None,
-    zero_rows: str | None = None,
-    trace_form: bool = False,
-) -> torch.Tensor:
+@SP_LOSS.implement(TORCH)
+def sp_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], *, p: int, eps: float, reduction: str,
+            layer_reduction: str, zero_rows: str, trace_form: bool) -> torch.Tensor:
     r"""The SP loss, :math:`\frac{1}{b^2}\sum_k\lVert G_T^{(k)}-G_S^{(k)}\rVert_F^2` by default.
 
     Arguments, conventions and result as :func:`kdref.reference.sp.sp_loss`; ``student`` and
@@ -100,11 +92,7 @@ def sp_loss(
       >>> print(f"{sp_loss([S_A], [T_A], convention='torchdistill').item():.8g}")
       0.076180556
     """
-    knobs = CONVENTIONS.resolve(convention, p=p, eps=eps, reduction=reduction, layer_reduction=layer_reduction,
-                                zero_rows=zero_rows)
-    q_s, q_t = check_layers(student, teacher, embeddings=check_embeddings, same_batch=check_same_batch,
-                            sequence=check_sequence)
-    eps = check_knob_values(knobs, trace_form, q_s[0].dtype)
+    q_s, q_t = student, teacher
     dtype = accumulation_dtype(q_s[0])
     terms = []
     # autocast would run the Gram products in bfloat16/float16; kdref accumulates in float32
@@ -112,10 +100,10 @@ def sp_loss(
         for s, t in zip(q_s, q_t, strict=True):
             s, t = s.to(dtype), t.detach().to(dtype)
             if trace_form:
-                terms.append(trace_form_pair_loss(s, t, eps, knobs["reduction"]))
+                terms.append(trace_form_pair_loss(s, t, eps, reduction))
             else:
-                g_s = similarity_matrix(s, knobs["p"], eps, knobs["zero_rows"])
-                g_t = similarity_matrix(t, knobs["p"], eps, knobs["zero_rows"])
-                terms.append(sp_pair_loss(g_s, g_t, knobs["reduction"]))
+                g_s = similarity_matrix(s, p, eps, zero_rows)
+                g_t = similarity_matrix(t, p, eps, zero_rows)
+                terms.append(sp_pair_loss(g_s, g_t, reduction))
         total = torch.stack(terms).sum()
-        return total / len(terms) if knobs["layer_reduction"] == "mean" else total
+        return total / len(terms) if layer_reduction == "mean" else total
