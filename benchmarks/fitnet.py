@@ -59,12 +59,14 @@ def naive_pair(x):
 
 
 def kdref_convreg_mse(x):
-    return regressed_hint_loss(x["v_g"], x["u_t"], x["weight"], x["bias"], kind="conv1x1", bn_weight=x["bn_weight"],
-                               bn_bias=x["bn_bias"], convention="mse")
+    regressor = {"layer.weight": x["weight"], "layer.bias": x["bias"], "bn.weight": x["bn_weight"],
+                 "bn.bias": x["bn_bias"]}
+    return regressed_hint_loss(x["v_g"], x["u_t"], regressor, kind="conv1x1", convention="mse")
 
 
 def kdref_paper(x):
-    return regressed_hint_loss(x["v_g"], x["u_t"], x["weight"], x["bias"], kind="conv1x1")
+    return regressed_hint_loss(x["v_g"], x["u_t"], {"layer.weight": x["weight"], "layer.bias": x["bias"]},
+                               kind="conv1x1")
 
 
 BENCHMARKS = [

@@ -50,6 +50,16 @@ def _table(results: list[Result]) -> str:
     return "\n".join(out)
 
 
+def _costs(results: list[Result]) -> str:
+    """What each check cost in all (process seconds, summed over its runs), costliest first."""
+    totals: dict[str, list[float]] = {}
+    for r in results:
+        totals.setdefault(r.check, []).append(r.seconds)
+    ranked = sorted(totals.items(), key=lambda item: -sum(item[1]))
+    return "seconds by check: " + ", ".join(f"{name} {sum(s):.0f} ({len(s)} runs, {sum(s) / len(s):.2f} each)"
+                                            for name, s in ranked)
+
+
 def _step_key(check, target) -> tuple:
     """A picklable name of one step of the plan, for a worker process."""
     if isinstance(target, tuple):
@@ -157,6 +167,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"\nFAIL {r.case} {r.check}\n{r.detail}")
+    print("\n" + _costs(results))
     elapsed = time.perf_counter() - start
     print(f"\n{len(results) - len(failed)} of {len(results)} checks passed in {elapsed:.0f} s "
           f"(torch {torch.__version__}, device {args.device}).")

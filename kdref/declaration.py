@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from kdref._scalars import check_real, check_temperature
 from kdref.conventions import Conventions
 
-__all__ = ["ARRAY_KINDS", "SCALAR_KINDS", "Arg", "Backend", "Declaration", "Knob"]
+__all__ = ["ARRAY_KINDS", "MAPPING_KINDS", "SCALAR_KINDS", "STRUCTURE_KINDS", "Arg", "Backend", "Declaration", "Knob"]
 
 #: array kinds: (rank, what the axes mean); ``None`` rank means "at least 2, flattened per sample"
 ARRAY_KINDS: Mapping[str, tuple[int | None, str]] = MappingProxyType({
@@ -72,14 +72,15 @@ class Arg:
     """One argument of a loss.
 
     ``kind`` is an array kind (:data:`ARRAY_KINDS`), the same with ``"_list"`` appended (a
-    non-empty list of such arrays), a scalar kind (:data:`SCALAR_KINDS`) or a structure kind
-    (:data:`STRUCTURE_KINDS`). ``like`` names the argument whose batch size, dtype and device this
-    one shares (for labels: the logits they index), and ``match`` what else it shares: the whole
-    ``"shape"``, the ``"batch_spatial"`` size (channel counts may differ) or only the ``"batch"``.
-    For two lists, ``like`` holds item by item and the lists have one length. ``optional``
-    arguments may be ``None``. A scalar argument
-    with ``per_sample`` also takes one value per sample of ``like``: a ``[N]`` array of the side
-    (or a 0-d one), on its device, each value of the kind.
+    non-empty list of such arrays), a mapping kind (:data:`MAPPING_KINDS`: a trainable part's
+    parameters, a state, a network), a scalar kind (:data:`SCALAR_KINDS`) or a structure kind
+    (:data:`STRUCTURE_KINDS`). ``like`` names the argument whose dtype and device this one shares
+    (for labels: the logits they index), and ``match`` what else it shares: the whole ``"shape"``,
+    the ``"batch_spatial"`` size (channel counts may differ), the ``"batch"`` size, or nothing more
+    (``"dtype"``). For two lists, ``like`` holds item by item and the lists have one length.
+    ``optional`` arguments may be ``None``. A scalar argument with ``per_sample`` also takes one
+    value per sample of ``like``: a ``[N]`` array of the side (or a 0-d one), on its device, each
+    value of the kind.
     """
 
     name: str
@@ -99,6 +100,9 @@ class Arg:
     #: for ``"embeddings"``: ``False`` keeps each array's axes (a rule of the loss reads them); the
     #: rank is still checked (at least 2)
     flatten: bool = True
+    #: for a list kind: every item shares the batch size, dtype and device of item 0 (layers of one
+    #: network on one batch)
+    items_alike: bool = False
 
     def __post_init__(self) -> None:
         if self.base_kind not in ARRAY_KINDS and self.kind not in SCALAR_KINDS and self.kind not in MAPPING_KINDS \
@@ -166,6 +170,8 @@ class Knob:
     high: float | None = None
     #: a numeric knob that takes integers only (an order, a count)
     integer: bool = False
+    #: the range excludes ``low`` itself (an ε that must be > 0)
+    open_low: bool = False
 
     def __post_init__(self) -> None:
         if (self.choices is None) == (self.low is None and self.high is None):
@@ -182,6 +188,8 @@ class Knob:
         low = -math.inf if self.low is None else self.low
         high = math.inf if self.high is None else self.high
         real = check_real(self.name, value, low=low, high=high)
+        if self.open_low and real == low:
+            raise ValueError(f"{self.name} must be > {low:g}, got {real:g} ({loss})")
         if not self.integer:
             return real
         if not isinstance(value, numbers.Integral):  # 2.0 too: an order is not a float
@@ -191,9 +199,11 @@ class Knob:
     def describe(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(f"``{c!r}``" for c in self.choices)
-        low = "−∞" if self.low is None else f"{self.low:g}"
-        high = "∞" if self.high is None else f"{self.high:g}"
-        return f"{'an integer' if self.integer else 'a real number'} in [{low}, {high}]"
+        low = "−∞" if self.low is None or self.low == -math.inf else f"{self.low:g}"
+        high = "∞" if self.high is None or self.high == math.inf else f"{self.high:g}"
+        opening = "(" if self.open_low or low == "−∞" else "["
+        closing = ")" if high == "∞" else "]"
+        return f"{'an integer' if self.integer else 'a real number'} in {opening}{low}, {high}{closing}"
 
 
 class Backend(Protocol):
@@ -206,10 +216,11 @@ class Backend(Protocol):
     def is_integer(self, x) -> bool: ...
     def device(self, x) -> Any: ...  # None where there is no device
     def all_finite(self, x) -> bool | None: ...  # None where it cannot be known cheaply (compiling)
-    def value_range(self, x) -> tuple[int, int] | None: ...  # (min, max) of integers, None if unknown
+    def value_range(self, x) -> tuple[float, float] | None: ...  # (min, max), None where unknown (compiling)
     def flatten(self, x) -> Any: ...  # [N, ...] -> [N, D]
     def as_index(self, x) -> Any: ...  # integer labels as the side's index dtype
     def as_mapping(self, name: str, x) -> dict: ...  # name -> array, or TypeError naming ``name``
+    def as_module(self, name: str, x) -> Any: ...  # torch: an ``nn.Module`` (a ``"network"``)
 
 
 def _shape(x) -> tuple[int, ...]:
@@ -344,9 +355,14 @@ class Declaration:
         if isinstance(like, list):  # item by item
             if len(value) != len(like):
                 raise ValueError(f"{arg.name} must hold as many arrays as {arg.like} ({len(like)}), got {len(value)}")
-            return [_check_array(backend, arg, f"{arg.name}[{i}]", v, like[i], f"{arg.like}[{i}]")
-                    for i, v in enumerate(value)]
-        return [_check_array(backend, arg, f"{arg.name}[{i}]", v, like, arg.like) for i, v in enumerate(value)]
+            items = [_check_array(backend, arg, f"{arg.name}[{i}]", v, like[i], f"{arg.like}[{i}]")
+                     for i, v in enumerate(value)]
+        else:
+            items = [_check_array(backend, arg, f"{arg.name}[{i}]", v, like, arg.like) for i, v in enumerate(value)]
+        if arg.items_alike:  # after each item's own checks: a bad item 0 is named, not the item compared with it
+            for i, item in enumerate(items[1:], start=1):
+                _check_like(backend, f"{arg.name}[{i}]", item, f"{arg.name}[0]", items[0], "batch")
+        return items
 
     # -----------------------------------------------------------------------------------------
     # Implementations

@@ -27,6 +27,7 @@ METHOD_PAGES = {
     "nst": (["0.21790137", "0.43580275"], "def mmd2"),
     "fsp": (["1.125", "0.1875", "1.4938556"], "def fsp_matrix"),
     "fitnet": (["0.796875", "0.19921875", "0.1328125", "3.1875"], "def hint_residual"),
+    "ab": (["23.15625", "0.06946875", "7.8177083"], "def alternative_loss_terms"),
     "sp": (["0.1706263", "0.076180556"], "def row_normalize"),
     "pkt": (["0.42136287", "0.018755931", "0.018755761"], "def conditional_probabilities"),
     "cc": (["0.051474637", "0.92284337", "1.3333333"], "def gaussian_taylor_kernel"),

@@ -1,7 +1,4 @@
-"""The specs' edge-case lists (section 5 of st.md, logits.md, dml.md), one test each, both sides.
-
-The generic harness draws such inputs too; these pin the values the specs state.
-"""
+"""What the specs of ST and DML state that no generic check pins (section 5 of st.md and dml.md), both sides."""
 
 from __future__ import annotations
 
@@ -15,61 +12,46 @@ from kdref.reference import dml as ref_dml
 from kdref.reference import st as ref_st
 from kdref.torch import dml as torch_dml
 from kdref.torch import st as torch_st
+from tests.helpers import t
 
-BIG_S = np.array([[1000.0, -1000.0]])
-BIG_T = np.array([[-1000.0, 1000.0]])
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_st_logits_of_1000_give_the_exact_kl_of_2000(dtype):
-    """st.md §5: with logits ±1000 the exact KL is 2000; a naive log(softmax) gives -inf."""
-    assert ref_st.soft_target_loss(BIG_S, BIG_T, 1.0, convention="kl") == pytest.approx(2000.0, rel=1e-12)
-    value = torch_st.soft_target_loss(torch.tensor(BIG_S, dtype=dtype), torch.tensor(BIG_T, dtype=dtype), 1.0,
-                                      convention="kl")
-    assert value.item() == pytest.approx(2000.0, rel=1e-6)
+ZEROS = np.zeros((3, 5))
 
 
-def test_st_teacher_probabilities_that_underflow_contribute_zero():
-    """st.md §5: a teacher probability that underflows to 0 contributes 0·log 0 = 0, not NaN."""
-    s, t = np.array([[0.0, 0.0]]), np.array([[0.0, -1e5]])
-    expected = math.log(2.0)  # p = [1, 0], q uniform: KL = log 2
-    assert ref_st.soft_target_loss(s, t, 1.0, convention="kl") == pytest.approx(expected, rel=1e-12)
-    got = torch_st.soft_target_loss(torch.tensor(s), torch.tensor(t), 1.0, convention="kl")
-    assert got.item() == pytest.approx(expected, rel=1e-12)
-
-
-@pytest.mark.parametrize("T", [1.0, 4.0])
-def test_st_zero_logits_give_uniform_distributions(T):
-    """st.md §5: zero vectors: KL = 0, the paper's CE = T²·log C."""
-    z = np.zeros((3, 5))
-    assert ref_st.soft_target_loss(z, z, T) == 0.0
-    assert ref_st.soft_target_loss(z, z, T, convention="paper") == pytest.approx(T**2 * math.log(5), rel=1e-12)
-    zt = torch.zeros(3, 5, dtype=torch.float64)
-    assert torch_st.soft_target_loss(zt, zt, T, convention="paper").item() == pytest.approx(T**2 * math.log(5))
+@pytest.mark.parametrize(("s", "t_", "T", "convention", "value"), [
+    ([[1000.0, -1000.0]], [[-1000.0, 1000.0]], 1.0, "kl", 2000.0),  # exact; a naive log(softmax) gives -inf
+    ([[0.0, 0.0]], [[0.0, -1e5]], 1.0, "kl", math.log(2.0)),  # p = [1, 0]: 0·log 0 = 0, not NaN; q uniform
+    (ZEROS, ZEROS, 1.0, "kl_t2", 0.0), (ZEROS, ZEROS, 4.0, "kl_t2", 0.0),  # zero logits: p = q uniform
+    (ZEROS, ZEROS, 1.0, "paper", math.log(5)), (ZEROS, ZEROS, 4.0, "paper", 16 * math.log(5)),  # CE = T²·log C
+])
+@pytest.mark.parametrize(("dtype", "rel"), [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_st_spec_edge_values(s, t_, T, convention, value, dtype, rel):
+    """st.md §5: logits ±1000, a teacher probability that underflows, zero logits."""
+    expected = pytest.approx(value, rel=1e-12, abs=0)
+    assert ref_st.soft_target_loss(np.array(s), np.array(t_), T, convention=convention) == expected
+    got = torch_st.soft_target_loss(t(s, dtype=dtype), t(t_, dtype=dtype), T, convention=convention)
+    assert got.item() == pytest.approx(value, rel=rel, abs=0)
 
 
 def test_st_batch_of_one_batchmean_equals_sum():
-    """st.md §5: for N = 1 the batch mean is the sum."""
-    s, t = np.array([[1.0, 2.0, 3.0]]), np.array([[1.5, 1.0, 2.0]])
-    assert ref_st.soft_target_loss(s, t, 4.0) == ref_st.soft_target_loss(s, t, 4.0, reduction="sum")
-
-
-def test_dml_direction_matters():
-    """dml.md §5: network k minimises KL(p_peer ‖ p_k); the two directions differ (0.2039253 vs 0.14094046)."""
-    z1 = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
-    z2 = np.array([[1.5, 1.0, 2.0], [0.0, 0.0, 1.0]])
-    assert ref_dml.dml_mimicry_loss(z1, [z2]) != pytest.approx(ref_dml.dml_mimicry_loss(z2, [z1]), rel=0.1)
+    """st.md §5: for N = 1 the batch mean is the sum, exactly."""
+    s, t_ = np.array([[1.0, 2.0, 3.0]]), np.array([[1.5, 1.0, 2.0]])
+    assert ref_st.soft_target_loss(s, t_, 4.0) == ref_st.soft_target_loss(s, t_, 4.0, reduction="sum")
 
 
 def test_dml_official_epsilon_formula_saturates_and_loses_its_gradient():
     """dml.md §3/§7: the official ε-formula saturates at -log ε and its gradient vanishes, where the
     exact KL is 60 with gradient [1, 0, -1]."""
-    z = torch.tensor([[30.0, 0.0, -30.0]], dtype=torch.float64, requires_grad=True)
-    peer = torch.tensor([[-30.0, 0.0, 30.0]], dtype=torch.float64)
+    z, peer = t([[30.0, 0.0, -30.0]], requires_grad=True), t([[-30.0, 0.0, 30.0]])
     official = torch_dml.dml_mimicry_loss(z, [peer], convention="official_tf")
     (gradient,) = torch.autograd.grad(official, z)
     assert official.item() == pytest.approx(-math.log(1e-8), rel=1e-9)
     assert gradient.abs().max().item() < 1e-15
-    exact = torch_dml.dml_mimicry_loss(z, [peer])
-    (gradient,) = torch.autograd.grad(exact, z)
-    assert torch.allclose(gradient, torch.tensor([[1.0, 0.0, -1.0]], dtype=torch.float64), atol=1e-12)
+    (gradient,) = torch.autograd.grad(torch_dml.dml_mimicry_loss(z, [peer]), z)
+    assert torch.allclose(gradient, t([[1.0, 0.0, -1.0]]), atol=1e-12)
+
+
+def test_kdzoo_dml_takes_exactly_one_peer():
+    """dml.md §6: KD-Zoo's DML is K = 2 only (the declaration's check= rule, which bad_input does not generate)."""
+    z = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="exactly one peer"):
+        ref_dml.dml_mimicry_loss(z, [z, z], convention="kdzoo")

@@ -24,6 +24,7 @@ files. In MyST::
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -188,7 +189,10 @@ class ConventionsDirective(MethodDirective):
 
 class ArgumentsDirective(MethodDirective):
     def rst_text(self, text: str) -> list[nodes.Node]:
-        """Inline reStructuredText of a declaration's doc (``code``, :math:`x`), as nodes."""
+        """A declaration's doc (reStructuredText inline markup: ``code``, :math:`x`) as nodes of the
+        page's own parser; on a MyST page a role is written {math}`x`."""
+        if type(self.state).__module__.startswith("myst_parser"):
+            text = re.sub(r":(\w+):`", r"{\1}`", text)
         parsed, messages = self.state.inline_text(text, self.lineno)
         return [*parsed, *messages]
 

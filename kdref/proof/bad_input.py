@@ -175,8 +175,10 @@ def _bad_knob_values(knob: Knob) -> list[tuple[Any, type[Exception]]]:
             return [(1, ValueError), ("yes", ValueError)]
         return [("no-such-choice", ValueError)]
     bad: list[tuple[Any, type[Exception]]] = [*_NON_FINITE, _NOT_A_NUMBER]
-    if knob.low is not None:
+    if knob.low is not None and knob.low != -np.inf:
         bad.append((knob.low - max(1.0, abs(knob.low)), ValueError))
+    if knob.open_low:
+        bad.append((knob.low, ValueError))
     if knob.high is not None:
         bad.append((knob.high + max(1.0, abs(knob.high)), ValueError))
     return bad
@@ -233,6 +235,11 @@ def _bad_list(arg: Arg, xs, base, ops: _ArrayOps) -> list[BadInput]:
         BadInput(f"{n} empty", {**base, n: []}, ValueError, n),
         BadInput(f"{n} not a list", {**base, n: xs[0]}, TypeError, n),
     ]
+    if arg.items_alike and len(xs) > 1:
+        cases.append(BadInput(f"{n}[1] with another batch size than {n}[0]",
+                              {**base, n: [xs[0], ops.one_more_sample(xs[1]), *xs[2:]]}, ValueError, f"{n}[1]"))
+        cases.append(BadInput(f"{n}[1] float32, {n}[0] float64",
+                              {**base, n: [xs[0], ops.as_float32(xs[1]), *xs[2:]]}, TypeError, f"{n}[1]"))
     itemwise = arg.like is not None and isinstance(base[arg.like], (list, tuple))
     if itemwise:
         cases.append(BadInput(f"{n} one item longer than {arg.like}", {**base, n: [*xs, xs[0]]}, ValueError, n))

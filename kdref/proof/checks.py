@@ -168,6 +168,12 @@ def check_autocast(case: Case, device: str = "cpu", max_examples: int = 15) -> R
 # Gradients
 
 
+def differentiable_given(loss: Loss, inputs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The differentiable arguments that ``inputs`` holds: an optional one (a connector) may be
+    absent or ``None`` in a draw, and then has no gradient to check."""
+    return tuple(name for name in loss.differentiable if inputs.get(name) is not None)
+
+
 def check_gradcheck(case: Case, device: str = "cpu", max_examples: int = 8) -> Result:
     """gradcheck (and gradgradcheck where declared) w.r.t. the differentiable inputs; every
     other float input is a constant and must receive no gradient."""
@@ -178,13 +184,14 @@ def check_gradcheck(case: Case, device: str = "cpu", max_examples: int = 8) -> R
     def action(worst: Worst) -> int:
         def body(inputs):
             args = {k: to_torch(v, torch.float64, device) for k, v in inputs.items()}
-            wrt = tuple(t.requires_grad_(True) for name in loss.differentiable for t in leaves(args[name]))
+            given = differentiable_given(loss, inputs)
+            wrt = tuple(t.requires_grad_(True) for name in given for t in leaves(args[name]))
 
             g = gradient_function(loss, loss.torch, args, case.convention, "torch")
 
             def f(*xs):
                 replacements = iter(xs)
-                replaced = {name: replace_leaves(args[name], replacements) for name in loss.differentiable}
+                replaced = {name: replace_leaves(args[name], replacements) for name in given}
                 return g(**{**args, **replaced})
 
             torch.autograd.gradcheck(f, wrt, raise_exception=True)
@@ -227,7 +234,7 @@ def check_fd_gradient(case: Case, device: str = "cpu", max_examples: int = 10) -
         def body(inputs):
             reference = subject(case, "reference")
             scale = error_scale(case.method, inputs, case.convention)
-            for wrt in case.loss.differentiable:
+            for wrt in differentiable_given(case.loss, inputs):
                 expected = reference.grad(wrt, **inputs)
                 actual = torch_gradient(case.loss, case.loss.torch, inputs, case.convention, wrt, device)
                 # finite differences err relative to the largest gradient entry (truncation) and
@@ -336,7 +343,7 @@ def check_compile(target: tuple[Method, Loss], device: str = "cpu", max_examples
 
     def value_and_gradients(fn, args: dict) -> tuple[np.ndarray, list[np.ndarray]]:
         tensors = {k: to_torch(v, torch.float64, device) for k, v in args.items()}
-        wrt = [t.requires_grad_(True) for name in loss.differentiable if name in tensors for t in leaves(tensors[name])]
+        wrt = [t.requires_grad_(True) for name in differentiable_given(loss, tensors) for t in leaves(tensors[name])]
         value = evaluate(loss, fn, tensors, convention, "torch")
         losses = evaluate(loss, fn, tensors, convention, "torch", "losses") if loss.declaration.state else value
         grads = torch.autograd.grad(losses.sum(), wrt) if wrt else ()

@@ -1,31 +1,43 @@
 """The registry record of FitNet (hint-based training with a regressor), with its properties.
 
 Two losses: the hint loss on (regressed student, teacher), and its composition with the
-regressor, differentiated with respect to the student's guided features and the regressor's
-weight and bias (gradient draws carry no BatchNorm; ``tests/test_fitnet.py`` checks its
-parameters' gradients).
+regressor, differentiated with respect to the student's guided features and every parameter of
+the regressor (BatchNorm's γ and β included). The worked examples name the regressor's
+``weight`` and ``bias`` (``kdref/golden/fitnet.json``); they are passed here as the entries
+``layer.weight`` and ``layer.bias`` of the one ``regressor`` argument.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
 from kdref.proof import compare, max_abs
 from kdref.records._shared import REDUCTIONS_AGREE
 from kdref.reference import fitnet as ref
-from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Property, Tolerance, by_gradient
+from kdref.registry import EXACT, FD_GRADIENT, GOLDEN_DIR, Loss, Method, Tolerance, by_gradient, guarantee
 from kdref.strategies.fitnet import fitnet_inputs, fitnet_regressed_inputs
 
-_REGRESSOR_KEYS = ("weight", "bias", "kind", "activation", "pieces", "bn_weight", "bn_bias", "bn_eps")
+
+def _golden() -> dict:
+    """The worked examples, each ``weight`` and ``bias`` moved into the ``regressor`` mapping."""
+    golden = json.loads((GOLDEN_DIR / "fitnet.json").read_text(encoding="utf-8"))
+    for args in (example["args"] for example in golden["examples"]):
+        layer = {f"layer.{k}": args.pop(k) for k in ("weight", "bias") if k in args}
+        args.update({"regressor": layer} if layer else {})
+    return golden
 
 
-def _regressor_args(x) -> dict:
-    return {k: x[k] for k in _REGRESSOR_KEYS if k in x}
+def _geometry(x) -> ref.RegressorGeometry:
+    return ref.regressor_geometry(x["v_g"].shape[1:], x["u_t"].shape[1:], x.get("kind", "conv_valid"),
+                                  x.get("pieces", 1))
 
 
 def _regressed(x) -> np.ndarray:
     """r(v_g) by the reference, for the teacher's shape."""
-    return ref.regressor(x["v_g"], out_shape=x["u_t"].shape[1:], **_regressor_args(x))
+    knobs = {k: x[k] for k in ("kind", "activation", "pieces", "bn_eps") if k in x}
+    return ref.regressor(x["v_g"], x.get("regressor"), out_shape=x["u_t"].shape[1:], **knobs)
 
 
 def _scale(inputs, convention) -> float:
@@ -37,20 +49,14 @@ def _scale(inputs, convention) -> float:
     """
     if "r_s" in inputs:
         return (1.0 + max_abs(inputs)) ** 2
-    v_g, u_t = inputs["v_g"], inputs["u_t"]
-    geometry = ref.regressor_geometry(v_g.shape[1:], u_t.shape[1:], inputs.get("kind", "conv_valid"),
-                                       inputs.get("pieces", 1))
-    absolute = {k: np.abs(inputs[k]) if inputs.get(k) is not None else None for k in ("weight", "bias")}
-    size = float(np.max(ref.linear_part(np.abs(v_g), absolute["weight"], absolute["bias"], geometry)))
-    if inputs.get("bn_weight") is not None:
-        z = ref.linear_part(v_g, inputs.get("weight"), inputs.get("bias"), geometry)
-        gain = np.abs(inputs["bn_weight"]) / np.sqrt(np.var(z, axis=(0, 2, 3)) + inputs["bn_eps"])
-        size = size * float(np.max(gain)) + float(np.max(np.abs(inputs["bn_bias"])))
+    v_g, u_t, reg, geometry = inputs["v_g"], inputs["u_t"], inputs.get("regressor") or {}, _geometry(inputs)
+    absolute = [np.abs(reg[k]) if k in reg else None for k in ("layer.weight", "layer.bias")]
+    size = float(np.max(ref.linear_part(np.abs(v_g), *absolute, geometry)))
+    if "bn.weight" in reg:
+        z = ref.linear_part(v_g, reg["layer.weight"], reg.get("layer.bias"), geometry)
+        gain = np.abs(reg["bn.weight"]) / np.sqrt(np.var(z, axis=(0, 2, 3)) + inputs.get("bn_eps", 1e-5))
+        size = size * float(np.max(gain)) + float(np.max(np.abs(reg["bn.bias"])))
     return float(np.prod(u_t.shape[1:])) * (1.0 + float(np.max(np.abs(u_t))) + size) ** 2
-
-
-def _shape(x) -> tuple[int, int, int, int]:
-    return (x["r_s"] if "r_s" in x else x["u_t"]).shape
 
 
 #: the constant c of each convention in L = c · Σ (u − r)², from N, C, H, W (spec §6)
@@ -62,56 +68,42 @@ _CONSTANT = {
 }
 
 
-def _constant(loss, x) -> float:
-    return _CONSTANT[loss.loss.conventions.canonical(loss.convention)](*_shape(x))
+def _constant(loss, x, convention: str | None = None) -> float:
+    shape = (x["r_s"] if "r_s" in x else x["u_t"]).shape
+    return _CONSTANT[loss.loss.conventions.canonical(convention or loss.convention)](*shape)
 
 
-def _with_perfect_hint(x) -> dict:
-    """The inputs with the teacher replaced by the (regressed) student."""
-    if "r_s" in x:
-        return {**x, "u_t": x["r_s"].copy()}
-    return {**x, "u_t": _regressed(x)}
-
-
+@guarantee("≥ 0, zero at a match")
 def zero_at_match_and_nonnegative(loss, x) -> float:
     """A sum of squares: ≥ 0, and 0 with zero gradient when the (regressed) student equals the teacher."""
     if float(loss(**x)) < 0:
         raise AssertionError(f"negative squared error {loss(**x)}")
-    at_match = _with_perfect_hint(x)
-    ratio = compare(loss(**at_match), 0.0, EXACT, loss.scale(at_match), "loss at a match")
     wrt = "r_s" if "r_s" in x else "v_g"
+    at_match = {**x, "u_t": x["r_s"].copy() if wrt == "r_s" else _regressed(x)}
+    ratio = compare(loss(**at_match), 0.0, EXACT, loss.scale(at_match), "loss at a match")
     return max(ratio, compare(loss.grad(wrt, **at_match), 0 * x[wrt], FD_GRADIENT, loss.scale(at_match),
                               "gradient at a match"))
 
 
-def _relates_to_paper(factor):
-    def check(loss, x) -> float:
-        paper = loss.variant(convention="paper")
-        return compare(loss(**x), paper(**x) * factor(*_shape(x)), EXACT, loss.scale(x), f"{loss.convention} vs paper")
-    return check
+@guarantee("official_conv_c01b = paper/(C·W), mse = paper × 2/(C·H·W), sum = paper · 2N", "*/[!p]*")
+def conventions_are_multiples_of_paper(loss, x) -> float:
+    """Each convention is the paper's value times a constant: the official conv HintCost sums over
+    rows (c01b axis 1) and averages the rest, paper/(C·W); F.mse_loss averages over N·C·H·W
+    entries without the ½, paper × 2/(C·H·W); MSELoss(reduction='sum') has neither the ½ nor the
+    batch mean, paper · 2N."""
+    factor = _constant(loss, x) / _constant(loss, x, "paper")
+    paper = loss.variant(convention="paper")
+    return compare(loss(**x), paper(**x) * factor, EXACT, loss.scale(x), f"{loss.convention} vs paper")
 
 
-def mse_is_paper_times_2_over_chw(loss, x) -> float:
-    """F.mse_loss averages over N·C·H·W entries without the ½: exactly paper × 2/(C·H·W)."""
-    return _relates_to_paper(lambda n, c, h, w: 2.0 / (c * h * w))(loss, x)
-
-
-def official_is_paper_over_cw(loss, x) -> float:
-    """The official conv HintCost sums over rows (c01b axis 1) and averages the rest: paper/(C·W)."""
-    return _relates_to_paper(lambda n, c, h, w: 1.0 / (c * w))(loss, x)
-
-
-def sum_is_paper_times_2n(loss, x) -> float:
-    """MSELoss(reduction='sum') has neither the ½ nor the batch mean: paper · 2N."""
-    return _relates_to_paper(lambda n, c, h, w: 2.0 * n)(loss, x)
-
-
+@guarantee("gradient = −(u − r)/N", "hint_loss/*")
 def gradient_is_residual(loss, x) -> float:
     """∂L/∂r = −(u − r)/N (paper), and −2c·(u − r) for the constant c of every other convention."""
     expected = -2 * _constant(loss, x) * (x["u_t"] - x["r_s"])
     return compare(loss.grad("r_s", **x), expected, FD_GRADIENT, loss.scale(x), "gradient vs −(u − r)/N")
 
 
+@guarantee("regressed = hint loss of r(v_g)", "regressed_hint_loss/*")
 def composition_is_hint_loss_of_regressor(loss, x) -> float:
     """The regressed loss is the hint loss of r(v_g): L(v_g, u) = L_HT(r(v_g), u)."""
     plain = loss.variant(loss="hint_loss")
@@ -119,33 +111,34 @@ def composition_is_hint_loss_of_regressor(loss, x) -> float:
                    "regressed loss vs hint loss of r(v_g)")
 
 
+@guarantee("∂L/∂b = summed residual", "regressed_hint_loss/*")
 def bias_gradient_is_summed_residual(loss, x) -> float:
-    """Backpropagation through the regressor: ∂L/∂b = Σ over what each bias feeds of −2c·(u − r)·φ′(z),
-    with φ′ = 1 (no activation), 1[z > 0] (ReLU) or 1[piece is the maximum] (maxout)."""
-    geometry = ref.regressor_geometry(x["v_g"].shape[1:], x["u_t"].shape[1:], x["kind"], x["pieces"])
-    z = ref.linear_part(x["v_g"], x["weight"], x["bias"], geometry)
-    upstream = -2 * _constant(loss, x) * (x["u_t"] - _regressed(x))  # ∂L/∂r
+    """Backpropagation through the regressor: the gradient of the last bias before the activation
+    (the layer's b, or BatchNorm's β) is Σ over what each feeds of −2c·(u − r)·φ′(z), with φ′ = 1
+    (no activation), 1[z > 0] (ReLU) or 1[piece is the maximum] (maxout)."""
+    reg, geometry, k = x["regressor"], _geometry(x), x["pieces"]
+    last = "bn.bias" if "bn.bias" in reg else "layer.bias"
+    z = ref.pre_activation(x["v_g"], reg, geometry, x.get("bn_eps", 1e-5))
+    dz = -2 * _constant(loss, x) * (x["u_t"] - _regressed(x))  # ∂L/∂r
     if x["activation"] == "relu":
-        dz = upstream * (z > 0)
+        dz = dz * (z > 0)
     elif x["activation"] == "maxout":
-        n, units, h, w = z.shape
-        pieces = z.reshape(n, units // x["pieces"], x["pieces"], h, w)
-        winner = pieces == pieces.max(axis=2, keepdims=True)
-        dz = (upstream[:, :, None] * winner).reshape(z.shape)
-    else:
-        dz = upstream
-    expected = dz.sum(axis=0).reshape(-1) if geometry.layer == "linear" else dz.sum(axis=(0, 2, 3))
-    return compare(loss.grad("bias", **x), expected, FD_GRADIENT, loss.scale(x), "∂L/∂b vs summed residual")
+        pieces = z.reshape(z.shape[0], -1, k, *z.shape[2:])
+        dz = (dz[:, :, None] * (pieces == pieces.max(axis=2, keepdims=True))).reshape(z.shape)
+    per_unit = last == "layer.bias" and geometry.layer == "linear"
+    expected = dz.sum(axis=0).reshape(-1) if per_unit else dz.sum(axis=(0, 2, 3))
+    start = sum(v.size for v in list(reg.values())[:list(reg).index(last)])  # its place in ∂L/∂regressor
+    actual = loss.grad("regressor", **x)[start:start + reg[last].size]
+    return compare(actual, expected, FD_GRADIENT, loss.scale(x), f"∂L/∂{last} vs summed residual")
 
 
+@guarantee("conv_valid = conv1x1 at equal sizes", "regressed_hint_loss/paper")
 def conv1x1_is_conv_valid_at_equal_sizes(loss, x) -> float:
     """At equal spatial sizes the paper's kernel rule gives k = N_g − N_h + 1 = 1: conv_valid = conv1x1."""
     if x["kind"] != "conv1x1":
         return 0.0
     return compare(loss(**{**x, "kind": "conv_valid"}), loss(**x), EXACT, loss.scale(x), "conv_valid vs conv1x1")
 
-
-_MSE = ("*/mse", "*/kdzoo", "*/repdistiller", "*/mdistiller")
 
 METHOD = Method(
     name="fitnet",
@@ -154,23 +147,11 @@ METHOD = Method(
     family="features",
     losses=(
         Loss(ref.hint_loss, by_gradient(fitnet_inputs), differentiable=("r_s",)),
-        Loss(ref.regressed_hint_loss, by_gradient(fitnet_regressed_inputs), differentiable=("v_g", "weight", "bias")),
+        Loss(ref.regressed_hint_loss, by_gradient(fitnet_regressed_inputs), differentiable=("v_g", "regressor")),
     ),
-    properties=(
-        Property("≥ 0, zero at a match", zero_at_match_and_nonnegative.__doc__, zero_at_match_and_nonnegative),
-        REDUCTIONS_AGREE,
-        Property("mse = paper × 2/(C·H·W)", mse_is_paper_times_2_over_chw.__doc__, mse_is_paper_times_2_over_chw,
-                 _MSE),
-        Property("official_conv_c01b = paper/(C·W)", official_is_paper_over_cw.__doc__, official_is_paper_over_cw,
-                 ("*/official_conv_c01b",)),
-        Property("sum = paper · 2N", sum_is_paper_times_2n.__doc__, sum_is_paper_times_2n, ("*/sum",)),
-        Property("gradient = −(u − r)/N", gradient_is_residual.__doc__, gradient_is_residual, ("hint_loss/*",)),
-        Property("regressed = hint loss of r(v_g)", composition_is_hint_loss_of_regressor.__doc__,
-                 composition_is_hint_loss_of_regressor, ("regressed_hint_loss/*",)),
-        Property("∂L/∂b = summed residual", bias_gradient_is_summed_residual.__doc__,
-                 bias_gradient_is_summed_residual, ("regressed_hint_loss/*",)),
-        Property("conv_valid = conv1x1 at equal sizes", conv1x1_is_conv_valid_at_equal_sizes.__doc__,
-                 conv1x1_is_conv_valid_at_equal_sizes, ("regressed_hint_loss/paper",)),
-    ),
+    properties=(zero_at_match_and_nonnegative, REDUCTIONS_AGREE, conventions_are_multiples_of_paper,
+                gradient_is_residual, composition_is_hint_loss_of_regressor, bias_gradient_is_summed_residual,
+                conv1x1_is_conv_valid_at_equal_sizes),
     error_scale=_scale,
+    examples=_golden(),
 )

@@ -1,21 +1,32 @@
 r"""AT — activation-based attention transfer (Zagoruyko & Komodakis, ICLR 2017), NumPy reference.
 
-A convolutional layer's activations :math:`A\in\mathbb R^{C\times H\times W}` say *where* the
-network looks: positions with large activations matter to it. AT reduces the channels to one
-spatial **attention map** (eq. 1 declares the mapping, §3.1 gives the instances, e.g.
-:math:`F^p_{\mathrm{sum}}(A)=\sum_i |A_i|^p`), normalises each vectorised map to unit
-:math:`\ell_2` norm, and makes the student's normalised maps match the teacher's at one or more
-pairs of layers of equal resolution (eq. 2, **reconstructed**):
+What is transferred is *where* a network looks. The activations of a convolutional layer are
+large at the positions that matter to it, so summing their magnitudes over the channels gives one
+spatial **attention map**. AT makes each map a unit vector, so that only the pattern counts and
+not the size of the activations (the paper stresses that this normalisation matters for
+training), and makes the student's unit maps point where the teacher's point, at one or more
+pairs of layers of equal resolution. The channel counts of student and teacher may differ (the map
+sums over the channels); the spatial sizes must agree unless a resampling rule is chosen. The
+teacher is a constant.
+
+The paper's equations, for the activations :math:`A\in\mathbb R^{C\times H\times W}` of one example
+with channel slices :math:`A_i = A(i,:,:)` (**[reconstructed]**: the paper's own text could not be
+checked; torchdistill and independent transcriptions agree). Eq. 1 declares the mapping, §3.1
+gives its instances, of which the experiments use :math:`F^2_{\mathrm{sum}}`:
+
+.. math::
+    F^p_{\mathrm{sum}}(A) = \sum_{i=1}^{C} |A_i|^p, \qquad Q = \mathrm{vec}\big(F(A)\big),
+    \qquad \hat Q = \frac{Q}{\lVert Q\rVert_2}.
+
+Eq. 2 adds the transfer term to the student's task loss :math:`\mathcal L(\mathbf W_S, x)`, over
+the layer pairs :math:`j\in\mathcal I`:
 
 .. math::
     \mathcal L_{AT} = \mathcal L(\mathbf W_S, x) + \frac\beta2\sum_{j\in\mathcal I}
-    \left\lVert \frac{Q_S^j}{\lVert Q_S^j\rVert_2} - \frac{Q_T^j}{\lVert Q_T^j\rVert_2}\right\rVert_p ,
-    \qquad Q^j = \mathrm{vec}\big(F(A^j)\big).
+    \left\lVert \hat Q_S^j - \hat Q_T^j\right\rVert_p .
 
 The released code (and every library) squares the distance and averages it over batch and
-positions instead, with :math:`\beta = 1000`; both are conventions here. Channel counts of
-student and teacher may differ (the map sums over channels); spatial sizes must agree unless a
-resampling rule is chosen. The teacher is a constant.
+positions instead, with :math:`\beta = 1000`; both are conventions here (:data:`AT_LOSS`).
 """
 
 from __future__ import annotations
@@ -41,8 +52,8 @@ __all__ = [
     "normalized_attention",
 ]
 
-#: how a student/teacher pair of different spatial sizes is brought to one size
-SPATIAL_RULES = ("error", "avgpool_features", "avgpool_map", "interp_map")
+# ---------------------------------------------------------------------------------------------
+# The paper's equations
 
 
 def attention_map(A: np.ndarray, p: float = 2.0, channel_reduce: str = "sum", use_abs: bool = True) -> np.ndarray:
@@ -62,8 +73,20 @@ def attention_map(A: np.ndarray, p: float = 2.0, channel_reduce: str = "sum", us
 
     Returns:
       the maps :math:`F(A)`, ``[N, H, W]``.
+
+    Examples:
+      §7's student maps (:math:`p = 2`, channel sum), :math:`q_S` of the spec:
+
+      >>> import numpy as np
+      >>> FS = np.array([[[[1, 2], [0, -1]], [[0.5, 0], [1, 2]]],
+      ...                [[[0, 0], [3, 1]], [[2, -1], [0, 0.5]]]])
+      >>> attention_map(FS).reshape(2, -1)
+      array([[1.25, 4.  , 1.  , 5.  ],
+             [4.  , 1.  , 9.  , 1.25]])
     """
+    # $|A_i|^p$ (or $A_i^p$)
     powered = (np.abs(A) if use_abs else A) ** p
+    # $F^p_{\mathrm{sum}}(A) = \sum_{i=1}^{C} |A_i|^p$ (or $\frac1C\sum_i$)
     return np.sum(powered, axis=1) if channel_reduce == "sum" else np.mean(powered, axis=1)
 
 
@@ -80,7 +103,47 @@ def normalized_attention(Q: np.ndarray, eps: float = 1e-12, eps_mode: str = "cla
     Returns:
       :math:`\hat Q`, ``[N, H·W]``.
     """
+    # $\hat Q = \mathrm{vec}(Q) / \lVert \mathrm{vec}(Q) \rVert_2$
     return l2_normalize(Q.reshape(Q.shape[0], -1), axis=1, eps=eps, eps_mode=eps_mode)
+
+
+def at_distance(Qs_hat: np.ndarray, Qt_hat: np.ndarray, distance: str = "norm", p_norm: float = 2.0) -> np.ndarray:
+    r"""Eq. 2's distance between normalised maps per example, :math:`\Delta_n = \hat Q_{S,n} - \hat Q_{T,n}`.
+
+    .. math::
+        \text{``norm''}: \lVert\Delta_n\rVert_{p} = \Big(\sum_k |\Delta_{nk}|^{p}\Big)^{1/p} \ \text{(eq. 2)},\qquad
+        \text{``sq\_sum''}: \lVert\Delta_n\rVert_2^2,\qquad
+        \text{``sq\_mean''}: \frac1M\lVert\Delta_n\rVert_2^2 \ \text{(official code)},
+
+    with :math:`M = hw` positions. The norm is not differentiable at :math:`\Delta_n = 0`; the
+    torch side defines its gradient there as 0 (the zero subgradient).
+
+    Returns:
+      ``[N]``.
+    """
+    # $\Delta_n = \hat Q_{S,n} - \hat Q_{T,n}$
+    delta = Qs_hat - Qt_hat
+    if distance == "norm":
+        # $\lVert\Delta_n\rVert_p = \big(\sum_k |\Delta_{nk}|^p\big)^{1/p}$
+        return np.sum(np.abs(delta) ** p_norm, axis=1) ** (1.0 / p_norm)
+    # $\lVert\Delta_n\rVert_2^2 = \sum_k \Delta_{nk}^2$
+    squared = np.sum(delta * delta, axis=1)
+    # $\frac1M\lVert\Delta_n\rVert_2^2$ (official code)
+    return squared / delta.shape[1] if distance == "sq_mean" else squared
+
+
+def beta_factor(beta: float, halve_beta: bool) -> float:
+    r"""Eq. 2's weight :math:`\frac\beta2`, or :math:`\beta` where the convention drops the ½ (the
+    released code); shared with :mod:`kdref.torch.at`."""
+    # $\frac\beta2$ (eq. 2), or $\beta$
+    return beta / 2 if halve_beta else beta
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: maps of different spatial sizes
+
+#: how a student/teacher pair of different spatial sizes is brought to one size
+SPATIAL_RULES = ("error", "avgpool_features", "avgpool_map", "interp_map")
 
 
 def common_size(hw_s: tuple[int, int], hw_t: tuple[int, int], spatial: str) -> tuple[int, int]:
@@ -111,8 +174,9 @@ def attention_pair(
     """
     size = common_size(fm_s.shape[2:], fm_t.shape[2:], spatial)
     if spatial == "avgpool_features":
-        fm_s, fm_t = (x if x.shape[2:] == size else adaptive_pool2d(x, size, "avg") for x in (fm_s, fm_t))
-    Q_s, Q_t = (attention_map(x, p, channel_reduce, use_abs) for x in (fm_s, fm_t))
+        fm_s, fm_t = (A if A.shape[2:] == size else adaptive_pool2d(A, size, "avg") for A in (fm_s, fm_t))
+    # $F(A_S)$, $F(A_T)$ (eq. 1)
+    Q_s, Q_t = (attention_map(A, p, channel_reduce, use_abs) for A in (fm_s, fm_t))
     resample = {"avgpool_map": lambda Q: adaptive_pool2d(Q[:, None], size, "avg")[:, 0],
                 "interp_map": lambda Q: resize_bilinear(Q[:, None], size)[:, 0]}.get(spatial)
     if resample is not None:
@@ -120,37 +184,13 @@ def attention_pair(
     return Q_s, Q_t
 
 
-def at_distance(Qs_hat: np.ndarray, Qt_hat: np.ndarray, distance: str = "norm", p_norm: float = 2.0) -> np.ndarray:
-    r"""The distance between normalised maps per example, :math:`\Delta_n = \hat Q_{S,n} - \hat Q_{T,n}`.
-
-    .. math::
-        \text{``norm''}: \lVert\Delta_n\rVert_{p} = \Big(\sum_k |\Delta_{nk}|^{p}\Big)^{1/p} \ \text{(eq. 2)},\qquad
-        \text{``sq\_sum''}: \lVert\Delta_n\rVert_2^2,\qquad
-        \text{``sq\_mean''}: \frac1M\lVert\Delta_n\rVert_2^2 \ \text{(official code)},
-
-    with :math:`M = hw` positions. The norm is not differentiable at :math:`\Delta_n = 0`; the
-    torch side defines its gradient there as 0 (the zero subgradient).
-
-    Returns:
-      ``[N]``.
-    """
-    delta = Qs_hat - Qt_hat
-    if distance == "norm":
-        return np.sum(np.abs(delta) ** p_norm, axis=1) ** (1.0 / p_norm)
-    squared = np.sum(delta * delta, axis=1)
-    return squared / delta.shape[1] if distance == "sq_mean" else squared
-
-
-def beta_factor(beta: float, halve_beta: bool) -> float:
-    """β, halved where the convention keeps Eq. (2)'s β/2 (shared with kdref.torch.at)."""
-    return beta / 2 if halve_beta else beta
-
-
 def _pair_distance(fm_s: np.ndarray, fm_t: np.ndarray, *, p: float, channel_reduce: str, use_abs: bool, eps: float,
                    eps_mode: str, distance: str, p_norm: float, spatial: str) -> np.ndarray:
     """The distance of one layer pair's normalised maps per example, ``[N]``."""
     Q_s, Q_t = attention_pair(fm_s, fm_t, p=p, channel_reduce=channel_reduce, use_abs=use_abs, spatial=spatial)
+    # $\hat Q_S = Q_S/\lVert Q_S\rVert_2$, $\hat Q_T = Q_T/\lVert Q_T\rVert_2$
     Qs_hat, Qt_hat = (normalized_attention(Q, eps, eps_mode) for Q in (Q_s, Q_t))
+    # $\lVert \hat Q_S - \hat Q_T\rVert_p$ (eq. 2)
     return at_distance(Qs_hat, Qt_hat, distance, p_norm)
 
 
@@ -163,8 +203,6 @@ def _check_knob_rules(knobs) -> None:
     if not knobs["use_abs"] and knobs["p"] != math.floor(knobs["p"]):
         raise ValueError(f"p must be an integer when use_abs=False (A^p of a negative activation is not real "
                          f"for p = {knobs['p']}); pass use_abs=True")
-    if knobs["eps"] == 0:
-        raise ValueError("eps must be > 0: a zero map has no direction, and eps defines what it becomes")
     if knobs["distance"] != "norm" and knobs["p_norm"] != 2:
         raise ValueError(f"p_norm applies to distance='norm' only; distance={knobs['distance']!r} is the squared "
                          f"l2 distance, got p_norm={knobs['p_norm']}")
@@ -186,24 +224,15 @@ def _check_pair(arguments, knobs) -> None:
 
 
 def _check_layers(arguments, knobs) -> None:
-    """Every pair as :func:`_check_pair`; every student map shares the first one's batch size,
-    dtype and device (the declaration compares each teacher map with its student map only); one
-    weight per pair, as a list (the ``"weights"`` kind also takes one number for all)."""
+    """Every pair as :func:`_check_pair`; one weight per pair, as a list (the ``"weights"`` kind
+    also takes one number for all)."""
     _check_knob_rules(knobs)
     weights, count = arguments["weights"], len(arguments["fms_s"])
     if weights is not None and not isinstance(weights, list):
         raise TypeError(f"weights must be a list or tuple of numbers, one per layer pair, got {type(weights).__name__}")
     if weights is not None and len(weights) != count:
         raise ValueError(f"weights must hold one weight per layer pair ({count}), got {len(weights)}")
-    first = arguments["fms_s"][0]
     for j, (fm_s, fm_t) in enumerate(zip(arguments["fms_s"], arguments["fms_t"], strict=True)):
-        if getattr(fm_s, "device", None) != getattr(first, "device", None):
-            raise ValueError(f"fms_s[{j}] must be on the device of fms_s[0] ({first.device}), got {fm_s.device}")
-        if fm_s.shape[0] != first.shape[0]:
-            raise ValueError(f"fms_s[{j}] must have the batch size of fms_s[0] ({first.shape[0]}), "
-                             f"got shape {tuple(fm_s.shape)}")
-        if fm_s.dtype != first.dtype:
-            raise TypeError(f"fms_s[{j}] must have the dtype of fms_s[0] ({first.dtype}), got {fm_s.dtype}")
         _check_spatial(f"fms_s[{j}]", fm_s, f"fms_t[{j}]", fm_t, knobs["spatial"])
 
 
@@ -215,7 +244,8 @@ _KNOBS = (
     Knob("channel_reduce", "sum", "the channel sum :math:`\\sum_c` (§3.1) or the mean (official code)",
          choices=("sum", "mean")),
     Knob("use_abs", True, ":math:`|A_c|^p` (True) or :math:`A_c^p` (False)", choices=(True, False)),
-    Knob("eps", 1e-12, "the normaliser's :math:`\\epsilon`, > 0", low=0.0),
+    Knob("eps", 1e-12, "the normaliser's :math:`\\epsilon` (a zero map has no direction: :math:`\\epsilon` says "
+         "what it becomes)", low=0.0, open_low=True),
     Knob("eps_mode", "clamp", "``\"clamp\"`` divides by :math:`\\max(\\lVert Q\\rVert,\\epsilon)`, ``\"add\"`` by "
          ":math:`\\lVert Q\\rVert+\\epsilon`", choices=("clamp", "add")),
     Knob("distance", "norm", "eq. 2's norm, or the squared distance summed or averaged over positions (official), "
@@ -261,7 +291,7 @@ AT_LOSS_MULTI = AT_LOSS.derive(
     "at_loss_multi",
     args=(
         Arg("fms_s", "features_list", "student activations, one ``[N, C_S^j, H_j, W_j]`` per layer pair, of one "
-            "batch size"),
+            "batch size", items_alike=True),
         Arg("fms_t", "features_list", "teacher activations, one per student map (constants)", like="fms_s",
             match="batch"),
         Arg("weights", "weights", "per-pair weights :math:`w_j`, a list with one per layer pair (torchdistill's "
@@ -316,8 +346,10 @@ def at_loss(fm_s: np.ndarray, fm_t: np.ndarray, *, p: float, beta: float, channe
 
     .. seealso:: :func:`at_loss_multi`, the sum over several layer pairs.
     """
+    # $\lVert\hat Q_{S,n}-\hat Q_{T,n}\rVert_p$ per example (eq. 2)
     per_example = _pair_distance(fm_s, fm_t, p=p, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps,
                                  eps_mode=eps_mode, distance=distance, p_norm=p_norm, spatial=spatial)
+    # $\frac\beta2\cdot\frac1N\sum_n$ (eq. 2, averaged over the batch)
     return beta_factor(beta, halve_beta) * reduce_batch(per_example, reduction)
 
 
@@ -345,12 +377,20 @@ def at_loss_multi(fms_s: list[np.ndarray], fms_t: list[np.ndarray], weights: lis
       ...                [[[1, 0], [2, 2]], [[0, 1], [0, 3]], [[-1, 0], [0.5, 1]]]])
       >>> print(f"{at_loss_multi([FS], [FT], convention='official'):.8f}")
       0.21164738
+
+    References:
+      Zagoruyko, Komodakis. *Paying More Attention to Attention*, ICLR 2017, eq. 2.
+
+    .. seealso:: :func:`at_loss`, one layer pair.
     """
     weights = [1.0] * len(fms_s) if weights is None else weights
     total = 0.0
     for w, fm_s, fm_t in zip(weights, fms_s, fms_t, strict=True):
+        # $\sum_{j\in\mathcal I} w_j\,\lVert\hat Q^j_{S,n}-\hat Q^j_{T,n}\rVert_p$
         total = total + w * _pair_distance(fm_s, fm_t, p=p, channel_reduce=channel_reduce, use_abs=use_abs, eps=eps,
                                            eps_mode=eps_mode, distance=distance, p_norm=p_norm, spatial=spatial)
     if reduce_layers == "mean":
+        # $\frac{1}{|\mathcal I|}\sum_{j\in\mathcal I}$ (KD-Zoo)
         total = total / len(fms_s)
+    # $\frac\beta2\cdot\frac1N\sum_n$
     return beta_factor(beta, halve_beta) * reduce_batch(total, reduction)

@@ -1,37 +1,47 @@
 r"""FitNet — hints for thin deep nets (Romero et al., 2015), NumPy reference.
 
-A thin, deep student is trained in two stages. In the first, the student up to a middle layer
-(the *guided* layer :math:`g`, output :math:`v_g`) learns to predict a middle layer of the
-teacher (the *hint* layer :math:`h`, output :math:`u_h`) through a small learnable regressor
-:math:`r(\cdot;\mathbf W_r)` that maps the student's map to the teacher's shape. The hint loss
-(Sec. 2.2, **reconstructed**: the paper's own text could not be checked) is
+A student that is *thinner and deeper* than its teacher is hard to train from the teacher's
+outputs alone, so FitNets first teach it its middle. The output of a middle layer of the student
+(the *guided* layer :math:`g`, output :math:`v_g`) is trained to predict the output of a middle
+layer of the teacher (the *hint* layer :math:`h`, output :math:`u_h`). The two maps usually differ
+in channels and size, so a small learnable *regressor* :math:`r(\cdot;\mathbf W_r)` on top of the
+guided layer maps the student's map to the teacher's shape, and the squared error between the
+regressed student and the hint is minimised (stage 1). The second stage trains the whole student
+with knowledge distillation from that initialisation (see :mod:`kdref.reference.st`).
+
+The hint loss (Sec. 2.2) **[reconstructed]** (the paper's own text could not be checked), per
+example, over all the elements of the hint; kdref (like the official code) averages it over the
+batch:
 
 .. math::
     \mathcal L_{HT}(\mathbf W_{\mathrm{Guided}}, \mathbf W_r)
-    = \tfrac12\,\big\lVert u_h(\mathbf x) - r\big(v_g(\mathbf x);\mathbf W_r\big)\big\rVert^2,
+    = \tfrac12\,\big\lVert u_h(\mathbf x) - r\big(v_g(\mathbf x);\mathbf W_r\big)\big\rVert^2 .
 
-per example, over all the elements of the hint; kdref (like the official code) averages it over
-the batch. The second stage trains the whole student with knowledge distillation (see
-:mod:`kdref.reference.st`).
+The regressor's shape rule **[reconstructed]** (the official script's, **[code]**): for a hint of
+spatial size :math:`N_{h,1}\times N_{h,2}` and a guided map :math:`N_{g,1}\times N_{g,2}`, a
+convolution without padding with kernel
 
-The regressor has the hint layer's non-linearity. For a hint of spatial size
-:math:`N_{h,1}\times N_{h,2}` and a guided map :math:`N_{g,1}\times N_{g,2}` the paper uses a
-convolution with kernel :math:`k_i = N_{g,i} - N_{h,i} + 1` (valid, no padding): far fewer
-parameters than a fully connected regressor. kdref implements that rule (``kind="conv_valid"``),
-a 1×1 convolution (``"conv1x1"``), RepDistiller's and mdistiller's ``ConvReg`` geometry
-(``"repdistiller"``), a fully connected layer (``"fc"``) and none (``"identity"``), each followed
-by an optional BatchNorm (training-mode batch statistics) and ReLU, maxout or no activation.
-The regressor's weights are inputs of the reference, so that the learnable torch module can be
-proven to compute the same function.
+.. math:: k_i = N_{g,i} - N_{h,i} + 1,
+
+far fewer parameters than a fully connected regressor. The regressor has the hint layer's
+non-linearity :math:`\phi` **[paper]**; the PyTorch libraries add BatchNorm:
+
+.. math:: r(v_g) = \phi\big(\mathrm{BN}_{\gamma,\beta}(\mathbf W_r * v_g + b)\big).
+
+kdref implements the paper's rule (``kind="conv_valid"``), a 1×1 convolution (``"conv1x1"``),
+RepDistiller's and mdistiller's ``ConvReg`` geometry (``"repdistiller"``), a fully connected layer
+(``"fc"``) and none (``"identity"``), each followed by an optional BatchNorm (training-mode batch
+statistics) and ReLU, maxout or no activation. The regressor's parameters are an input of the
+reference, by the names :class:`kdref.torch.fitnet.HintRegressor` gives them, so that the learnable
+torch module is proven to compute the same function.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -49,6 +59,7 @@ __all__ = [
     "hint_residual",
     "linear_part",
     "maxout",
+    "pre_activation",
     "regressed_hint_loss",
     "regressor",
     "regressor_geometry",
@@ -60,6 +71,9 @@ __all__ = [
 KINDS = ("conv_valid", "conv1x1", "repdistiller", "fc", "identity")
 #: the non-linearities of the regressor (the paper: the hint layer's own)
 ACTIVATIONS = ("relu", "maxout", "none")
+#: the regressor's parameters (and BatchNorm's running statistics) by the names of
+#: ``HintRegressor.named_parameters()`` and ``named_buffers()``
+PARAMETERS = ("layer.weight", "layer.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
 
 _REDUCTIONS = ("batchmean", "sum_rows", "mean", "sum", "none")
 #: BatchNorm's ε when none is given (PyTorch's default)
@@ -67,7 +81,7 @@ _BN_EPS = 1e-5
 
 
 # ---------------------------------------------------------------------------------------------
-# The hint loss's pieces on (regressed student, teacher): the residual and its reductions
+# The hint loss: ½‖u_h − r(v_g)‖² per example, over all C·H·W elements of the hint
 
 
 def hint_residual(r_s: np.ndarray, u_t: np.ndarray) -> np.ndarray:
@@ -80,25 +94,25 @@ def hint_residual(r_s: np.ndarray, u_t: np.ndarray) -> np.ndarray:
     Returns:
       ``[N, C, H, W]``.
     """
+    # $u_h - r(v_g)$
     return u_t - r_s
-
 
 
 def _reduce(squared: np.ndarray, half: bool, reduction: str):
     """The squared residual ``[N, C, H, W]`` summed, scaled and reduced as the knobs say."""
     n, c, _, w = squared.shape
+    # $\tfrac12\lVert u_n - r_n\rVert^2$ per example (no ½ with half=False)
     per_sample = np.sum(squared, axis=(1, 2, 3)) * (0.5 if half else 1.0)
     if reduction == "none":
         return per_sample
     total = float(np.sum(per_sample))
-    # what is left to divide by once everything is summed
+    # what is left to divide by once everything is summed: $N$ for the paper's batch mean
     divisor = {"batchmean": n, "sum_rows": n * c * w, "mean": squared.size, "sum": 1}[reduction]
     return total / divisor
 
 
-
 # ---------------------------------------------------------------------------------------------
-# The regressor r(v_g; W_r)
+# The regressor r(v_g; W_r): its shape rule, its layer, BatchNorm, the non-linearity
 
 
 @dataclass(frozen=True)
@@ -210,6 +224,7 @@ def regressor_geometry(in_shape, out_shape, kind: str = "conv_valid", pieces: in
             raise ValueError(f"a {kind} regressor (valid convolution, kernel k_i = N_g,i - N_h,i + 1) needs "
                              f"a student map at least as large as the teacher's; got student {h_s}×{w_s} and "
                              f"teacher {h_t}×{w_t}")
+        # $k_i = N_{g,i} - N_{h,i} + 1$
         layer = RegressorGeometry(layer="conv", kernel=(h_s - h_t + 1, w_s - w_t + 1), **geometry)
         produced = (h_t, w_t)
     if produced != (h_t, w_t):
@@ -226,6 +241,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: int = 0)
     with :math:`\tilde v` the input zero-padded by ``padding`` on each side and :math:`s` the stride.
     """
     k_h, k_w = weight.shape[2:]
+    # $\tilde v$
     x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     h_out = (x.shape[2] - k_h) // stride + 1
     w_out = (x.shape[3] - k_w) // stride + 1
@@ -233,6 +249,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: int = 0)
     for i in range(k_h):
         for j in range(k_w):
             window = x[:, :, i:i + stride * (h_out - 1) + 1:stride, j:j + stride * (w_out - 1) + 1:stride]
+            # $z_{n,o,y,x} \mathrel{+}= \sum_c W_{o,c,i,j}\,\tilde v_{n,c,sy+i,sx+j}$
             z += np.einsum("oc,nchw->nohw", weight[:, :, i, j], window)
     return z
 
@@ -251,6 +268,7 @@ def conv_transpose2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding
                     dtype=np.result_type(x, weight))
     for i in range(k_h):
         for j in range(k_w):
+            # $z_{n,o,sy+i,sx+j} \mathrel{+}= \sum_c v_{n,c,y,x}\,W_{c,o,i,j}$
             full[:, :, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride] += np.einsum(
                 "co,nchw->nohw", weight[:, :, i, j], x)
     return full[:, :, padding:full.shape[2] - padding, padding:full.shape[3] - padding]
@@ -266,12 +284,15 @@ def linear_part(v_g: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | N
     if geometry.layer == "identity":
         return v_g
     if geometry.layer == "linear":
+        # $z = \mathbf W_r\,\mathrm{vec}(v_g) + b$
         z = v_g.reshape(v_g.shape[0], -1) @ weight.T + (0.0 if bias is None else bias)
         return z.reshape(v_g.shape[0], geometry.out_channels, *geometry.out_shape[1:])
     if geometry.layer == "conv":
+        # $\mathbf W_r * v_g$
         z = conv2d(v_g, weight, geometry.stride, geometry.padding)
     else:
         z = conv_transpose2d(v_g, weight, geometry.stride, geometry.padding)
+    # $z = \mathbf W_r * v_g + b$
     return z if bias is None else z + bias[None, :, None, None]
 
 
@@ -282,13 +303,17 @@ def batch_norm(z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -
 
     with :math:`\mu_c` and the biased variance :math:`\sigma_c^2` taken over :math:`(n, y, x)`.
     """
+    # $\mu_c$
     mu = np.mean(z, axis=(0, 2, 3), keepdims=True)
+    # $\sigma_c^2$
     var = np.mean((z - mu) ** 2, axis=(0, 2, 3), keepdims=True)
+    # $\hat z = \gamma_c (z - \mu_c) / \sqrt{\sigma_c^2 + \epsilon} + \beta_c$
     return gamma[None, :, None, None] * (z - mu) / np.sqrt(var + eps) + beta[None, :, None, None]
 
 
 def relu(z: np.ndarray) -> np.ndarray:
     r""":math:`\max(z, 0)`, elementwise."""
+    # $\phi(z) = \max(z, 0)$
     return np.maximum(z, 0.0)
 
 
@@ -296,6 +321,7 @@ def maxout(z: np.ndarray, pieces: int) -> np.ndarray:
     r"""Maxout: output channel :math:`c` is the maximum of the ``pieces`` consecutive channels
     :math:`c\cdot k, \dots, c\cdot k + k - 1` of :math:`z` (:math:`k` = ``pieces``)."""
     n, c, h, w = z.shape
+    # $\phi(z)_c = \max_{j < k} z_{ck + j}$
     return np.max(z.reshape(n, c // pieces, pieces, h, w), axis=2)
 
 
@@ -303,12 +329,23 @@ def _default_activation(kind: str, activation: str | None) -> str:
     return ("none" if kind == "identity" else "relu") if activation is None else activation
 
 
-def _regress(v_g: np.ndarray, weight, bias, bn_weight, bn_bias, bn_eps: float, geometry: RegressorGeometry,
-             activation: str) -> np.ndarray:
-    """The regressor on checked arrays: the layer, BatchNorm when ``bn_weight`` is given, the activation."""
-    z = linear_part(v_g, weight, bias, geometry)
-    if bn_weight is not None:
-        z = batch_norm(z, bn_weight, bn_bias, bn_eps)
+def pre_activation(v_g: np.ndarray, parameters, geometry: RegressorGeometry, bn_eps: float = _BN_EPS) -> np.ndarray:
+    r"""What the regressor's non-linearity acts on: :math:`\mathrm{BN}_{\gamma,\beta}(\mathbf W_r * v_g + b)`,
+    BatchNorm only where ``parameters`` hold ``"bn.weight"`` and ``"bn.bias"`` (running statistics,
+    if any, are not read: the batch's statistics are)."""
+    parameters = parameters or {}
+    # $z = \mathbf W_r * v_g + b$
+    z = linear_part(v_g, parameters.get("layer.weight"), parameters.get("layer.bias"), geometry)
+    if "bn.weight" not in parameters:
+        return z
+    # $\mathrm{BN}_{\gamma,\beta}(z)$
+    return batch_norm(z, parameters["bn.weight"], parameters["bn.bias"], bn_eps)
+
+
+def _regress(v_g: np.ndarray, parameters, bn_eps: float, geometry: RegressorGeometry, activation: str) -> np.ndarray:
+    """The regressor on checked arrays: the layer, BatchNorm where given, the activation."""
+    z = pre_activation(v_g, parameters, geometry, bn_eps)
+    # $r(v_g) = \phi(z)$
     if activation == "relu":
         return relu(z)
     if activation == "maxout":
@@ -316,19 +353,61 @@ def _regress(v_g: np.ndarray, weight, bias, bn_weight, bn_bias, bn_eps: float, g
     return z
 
 
+def regressor(v_g: np.ndarray, parameters=None, *, out_shape, kind: str = "conv_valid", activation: str | None = None,
+              pieces: int = 1, bn_eps: float = _BN_EPS) -> np.ndarray:
+    r"""The regressor :math:`r(v_g;\mathbf W_r)`: an affine layer, optional BatchNorm, the activation.
+
+    .. math:: r(v_g) = \phi\big(\mathrm{BN}_{\gamma,\beta}(\mathbf W_r * v_g + b)\big),
+
+    where :math:`*` is the layer of ``kind`` (:func:`regressor_geometry`), BN is present only when
+    ``parameters`` hold ``"bn.weight"`` and ``"bn.bias"``, and :math:`\phi` is ReLU, maxout or the
+    identity.
+
+    Args:
+      v_g: the student's guided-layer output, ``[N, C_s, H_s, W_s]``.
+      parameters: the regressor's parameters by the names of ``HintRegressor.named_parameters()``:
+        ``"layer.weight"`` shaped as in PyTorch (``[C_t·pieces, C_s, k_h, k_w]`` for a convolution,
+        ``[C_s, C_t·pieces, 4, 4]`` for RepDistiller's transposed convolution,
+        ``[C_t·pieces·H_t·W_t, C_s·H_s·W_s]`` for ``"fc"``), optionally ``"layer.bias"``
+        (``[C_t·pieces]``, ``[C_t·pieces·H_t·W_t]`` for ``"fc"``) and BatchNorm's
+        :math:`\gamma`, :math:`\beta` as ``"bn.weight"``, ``"bn.bias"`` (``[C_t·pieces]``; the
+        statistics are the batch's: training mode). ``None`` for ``"identity"``.
+      out_shape: the teacher hint's ``(C_t, H_t, W_t)``.
+      kind: ``"conv_valid"`` (default, the paper's rule), ``"conv1x1"``, ``"repdistiller"``,
+        ``"fc"`` or ``"identity"``.
+      activation: ``"relu"``, ``"maxout"`` or ``"none"``; ``None`` means ``"relu"`` (``"none"``
+        for ``"identity"``). The paper uses the hint layer's own non-linearity.
+      pieces: maxout pieces per output channel, ≥ 2 with ``"maxout"``, else 1.
+      bn_eps: BatchNorm's :math:`\epsilon`, > 0 (PyTorch's default 1e-5).
+
+    Returns:
+      :math:`r(v_g)`, ``[N, C_t, H_t, W_t]``.
+
+    Examples:
+      >>> import numpy as np
+      >>> v = np.array([[[[0.5, 1.5], [-1.0, 0.0], [2.0, -0.5]]], [[[-2.0, 0.0], [1.0, 3.0], [0.5, -1.0]]]])
+      >>> w = np.array([1.0, -0.5]).reshape(2, 1, 1, 1)
+      >>> r = regressor(v, {"layer.weight": w, "layer.bias": np.array([0.0, 0.5])}, out_shape=(2, 3, 2))
+      >>> r[0].tolist()
+      [[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]]
+    """
+    checked, geometry, activation = _validate_regressor(NUMPY, v_g, parameters, bn_eps, out_shape, kind, activation,
+                                                        pieces)
+    return _regress(checked["v_g"], checked["parameters"], checked["bn_eps"], geometry, activation)
+
+
 # ---------------------------------------------------------------------------------------------
 # The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
 
 #: the dtypes whose parameters may be float32 (what autocast gives a float32 module)
 _HALF_PRECISION = ("float16", "bfloat16")
-_PARAMETERS = ("weight", "bias", "bn_weight", "bn_bias")
 
 
 def _dtype_name(x) -> str:
     return str(x.dtype).removeprefix("torch.")
 
 
-def _check_regressor(arguments: Mapping[str, Any], out_shape, kind: str, activation: str | None, pieces: int,
+def _check_regressor(v_g, parameters, name: str, out_shape, kind: str, activation: str | None, pieces: int,
                      batch_statistics: bool = True) -> tuple[RegressorGeometry, str]:
     """The rules between the regressor's arguments that no kind states, on either side's checked
     arrays (pure Python on shapes, dtypes and devices): the kind must map the student's map to
@@ -336,7 +415,6 @@ def _check_regressor(arguments: Mapping[str, Any], out_shape, kind: str, activat
     ones the layer has with its shapes, on ``v_g``'s device and with its dtype (or float32 for
     half-precision features), and BatchNorm with batch statistics sees more than one value per
     channel. Returns the geometry and the activation (``None`` resolved)."""
-    v_g = arguments["v_g"]
     geometry = regressor_geometry(tuple(v_g.shape[1:]), out_shape, kind, pieces)
     activation = _default_activation(kind, activation)
     if activation not in ACTIVATIONS:
@@ -344,40 +422,38 @@ def _check_regressor(arguments: Mapping[str, Any], out_shape, kind: str, activat
     if (activation == "maxout") != (pieces > 1):
         raise ValueError(f"pieces must be ≥ 2 with activation='maxout' and 1 otherwise; got pieces={pieces} "
                          f"with activation={activation!r}")
-    params = {name: arguments.get(name) for name in _PARAMETERS}
     if geometry.layer == "identity":
-        for name, value in params.items():
-            if value is not None:
-                raise ValueError(f"{name} must be None for an identity regressor (it has no parameters)")
+        if parameters is not None:
+            raise ValueError(f"{name} must be None for an identity regressor (it has no parameters)")
         return geometry, activation
-    if params["weight"] is None:
-        raise ValueError(f"weight is required for {geometry.describe()}: shape {geometry.weight_shape}")
-    if (params["bn_weight"] is None) != (params["bn_bias"] is None):
-        raise ValueError("bn_weight and bn_bias must be given together (BatchNorm on) or both be None")
-    expected = {"weight": geometry.weight_shape, "bias": geometry.bias_shape,
-                "bn_weight": (geometry.out_channels,), "bn_bias": (geometry.out_channels,)}
+    if parameters is None:
+        raise ValueError(f"{name} is required for {geometry.describe()}: its 'layer.weight' has shape "
+                         f"{geometry.weight_shape}")
+    batchnorm = sorted(k for k in parameters if k.startswith("bn."))
+    if batchnorm and not {"bn.weight", "bn.bias"} <= set(batchnorm):
+        raise ValueError(f"{name} must hold both 'bn.weight' and 'bn.bias' for BatchNorm, got {batchnorm}")
+    channels = (geometry.out_channels,)
+    expected = {"layer.weight": geometry.weight_shape, "layer.bias": geometry.bias_shape, "bn.weight": channels,
+                "bn.bias": channels, "bn.running_mean": channels, "bn.running_var": channels}
     dtypes = {_dtype_name(v_g)} | ({"float32"} if _dtype_name(v_g) in _HALF_PRECISION else set())
-    for name, value in params.items():
-        if value is None:
-            continue
-        if tuple(value.shape) != expected[name]:
-            raise ValueError(f"{name} must have shape {expected[name]} for {geometry.describe()}, got "
+    for key, value in parameters.items():
+        if tuple(value.shape) != expected[key]:
+            raise ValueError(f"{name}[{key!r}] must have shape {expected[key]} for {geometry.describe()}, got "
                              f"{tuple(value.shape)}")
         if getattr(value, "device", None) != getattr(v_g, "device", None):
-            raise ValueError(f"{name} must be on the device of v_g ({v_g.device}), got {value.device}")
+            raise ValueError(f"{name}[{key!r}] must be on the device of v_g ({v_g.device}), got {value.device}")
         if _dtype_name(value) not in dtypes:
-            raise TypeError(f"{name} must have the dtype of v_g ({v_g.dtype}), got {value.dtype}")
-    if params["bn_weight"] is not None and batch_statistics \
-            and v_g.shape[0] * geometry.out_shape[1] * geometry.out_shape[2] == 1:
+            raise TypeError(f"{name}[{key!r}] must have the dtype of v_g ({v_g.dtype}), got {value.dtype}")
+    if batchnorm and batch_statistics and v_g.shape[0] * geometry.out_shape[1] * geometry.out_shape[2] == 1:
         raise ValueError("BatchNorm with batch statistics needs more than one value per channel: "
                          f"N·H·W = 1 (v_g has batch size {v_g.shape[0]}, the output is "
                          f"{geometry.out_shape[1]}×{geometry.out_shape[2]})")
     return geometry, activation
 
 
-def _check_regressed(arguments: Mapping[str, Any], knobs: Mapping[str, Any]) -> None:
-    _check_regressor(arguments, tuple(arguments["u_t"].shape[1:]), knobs["kind"], knobs["activation"],
-                     knobs["pieces"])
+def _check_regressed(arguments, knobs) -> None:
+    _check_regressor(arguments["v_g"], arguments["regressor"], "regressor", tuple(arguments["u_t"].shape[1:]),
+                     knobs["kind"], knobs["activation"], knobs["pieces"])
 
 
 _HALF = Knob("half", True, "multiply the squared error by :math:`\\tfrac12`", choices=(True, False))
@@ -412,24 +488,23 @@ HINT_LOSS = Declaration(
 
 #: the regressor's arguments, shared by :func:`regressed_hint_loss` and :func:`regressor`
 _V_G = Arg("v_g", "features", "the student's guided-layer output")
-_REGRESSOR_PARAMETERS = (
-    Arg("weight", "parameter", "the layer's weight, shaped as in PyTorch: ``[C_t·pieces, C_s, k_h, k_w]`` for a "
-        "convolution, ``[C_s, C_t·pieces, 4, 4]`` for RepDistiller's transposed convolution, "
-        "``[C_t·pieces·H_t·W_t, C_s·H_s·W_s]`` for ``\"fc\"``; ``None`` for ``\"identity\"``", optional=True),
-    Arg("bias", "parameter", "the layer's bias, ``[C_t·pieces]`` (``[C_t·pieces·H_t·W_t]`` for ``\"fc\"``), or "
-        "``None`` for no bias", optional=True),
-    Arg("bn_weight", "parameter", "BatchNorm's :math:`\\gamma`, ``[C_t·pieces]``; with ``bn_bias``, or both "
-        "``None`` for no BatchNorm (its statistics are the batch's: training mode)", optional=True),
-    Arg("bn_bias", "parameter", "BatchNorm's :math:`\\beta`, ``[C_t·pieces]``", optional=True),
-    # "temperature" is the kind of the reals > 0
-    Arg("bn_eps", "temperature", "BatchNorm's :math:`\\epsilon`; PyTorch's 1e-5 when ``None``", optional=True),
-)
+_PARAMETERS = Arg(
+    "regressor", "parameters", "the regressor :math:`\\mathbf W_r`, a :class:`~kdref.torch.fitnet.HintRegressor` "
+    "(torch) or its parameters by its names (``None`` for ``\"identity\"``): ``layer.weight`` shaped as in PyTorch "
+    "(``[C_t·pieces, C_s, k_h, k_w]`` for a convolution, ``[C_s, C_t·pieces, 4, 4]`` for RepDistiller's transposed "
+    "convolution, ``[C_t·pieces·H_t·W_t, C_s·H_s·W_s]`` for ``\"fc\"``), ``layer.bias`` ``[C_t·pieces]`` "
+    "(``[C_t·pieces·H_t·W_t]`` for ``\"fc\"``), BatchNorm's :math:`\\gamma` and :math:`\\beta` ``bn.weight`` and "
+    "``bn.bias`` ``[C_t·pieces]``, both or neither (the batch's statistics are used: running statistics are left "
+    "as they are)",
+    optional=True, keys=("layer.weight",), optional_keys=PARAMETERS[1:])
+# "temperature" is the kind of the reals > 0
+_BN_EPS_ARG = Arg("bn_eps", "temperature", "BatchNorm's :math:`\\epsilon` (a module's ``bn.eps`` is not read from "
+                  "it: pass it here); PyTorch's 1e-5 when ``None``", optional=True)
 
 REGRESSED_HINT_LOSS = HINT_LOSS.derive(
     "regressed_hint_loss",
     args=(_V_G, Arg("u_t", "features", "the teacher's hint, a constant target; its channels and spatial size "
-                    "set the regressor's output", like="v_g", match="batch"),
-          *_REGRESSOR_PARAMETERS),
+                    "set the regressor's output", like="v_g", match="batch"), _PARAMETERS, _BN_EPS_ARG),
     knobs=(
         Knob("kind", "conv_valid", "the regressor's layer (:func:`regressor_geometry`): the paper's valid "
              "convolution, a 1×1 convolution, RepDistiller's ``ConvReg``, a fully connected layer or none",
@@ -445,19 +520,24 @@ REGRESSED_HINT_LOSS = HINT_LOSS.derive(
 )
 
 #: the arrays of :func:`regressor` (a helper, not a loss: it validates through this)
-_REGRESSOR = Declaration(name="regressor", args=(_V_G, *_REGRESSOR_PARAMETERS))
+_REGRESSOR = Declaration(name="regressor", args=(_V_G, dataclasses.replace(_PARAMETERS, name="parameters"),
+                                                 _BN_EPS_ARG))
 
 
-def _validate_regressor(backend, v_g, weight, bias, bn_weight, bn_bias, bn_eps, out_shape, kind: str,
-                        activation: str | None, pieces: int, batch_statistics: bool = True, in_shape=None):
+def _validate_regressor(backend, v_g, parameters, bn_eps, out_shape, kind: str, activation: str | None,
+                        pieces: int, training: bool = True, in_shape=None):
     """:func:`regressor`'s arguments checked on ``backend``'s side (``in_shape``: what a module
-    expects of ``v_g``): the checked arrays by name, the geometry and the activation."""
-    arguments, _ = _REGRESSOR.bind(backend, (v_g, weight, bias, bn_weight, bn_bias, bn_eps), {})
-    if in_shape is not None and tuple(arguments["v_g"].shape[1:]) != tuple(in_shape):
+    expects of ``v_g``; BatchNorm uses the batch's statistics in ``training`` or without running
+    statistics): the checked arguments by name (``bn_eps`` resolved), the geometry and the activation."""
+    checked, _ = _REGRESSOR.bind(backend, (v_g, parameters, bn_eps), {})
+    if in_shape is not None and tuple(checked["v_g"].shape[1:]) != tuple(in_shape):
         raise ValueError(f"v_g must have shape [N, {', '.join(map(str, in_shape))}] for this regressor, got "
-                         f"{tuple(arguments['v_g'].shape)}")
-    geometry, activation = _check_regressor(arguments, out_shape, kind, activation, pieces, batch_statistics)
-    return arguments, geometry, activation
+                         f"{tuple(checked['v_g'].shape)}")
+    batch_statistics = training or "bn.running_mean" not in (checked["parameters"] or {})
+    geometry, activation = _check_regressor(checked["v_g"], checked["parameters"], "parameters", out_shape, kind,
+                                            activation, pieces, batch_statistics)
+    checked["bn_eps"] = _BN_EPS if checked["bn_eps"] is None else checked["bn_eps"]
+    return checked, geometry, activation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,69 +581,12 @@ def hint_loss(r_s: np.ndarray, u_t: np.ndarray, *, half: bool, reduction: str):
     .. seealso:: :func:`regressed_hint_loss` applies the regressor first, so that the gradient
        reaches the regressor's weights and the student's guided layer.
     """
-
+    # $\tfrac12\lVert u_h - r\rVert^2$, reduced over the batch
     return _reduce(hint_residual(r_s, u_t) ** 2, half, reduction)
 
 
-def regressor(
-    v_g: np.ndarray,
-    weight: np.ndarray | None = None,
-    bias: np.ndarray | None = None,
-    *,
-    out_shape,
-    kind: str = "conv_valid",
-    activation: str | None = None,
-    pieces: int = 1,
-    bn_weight: np.ndarray | None = None,
-    bn_bias: np.ndarray | None = None,
-    bn_eps: float = 1e-5,
-) -> np.ndarray:
-    r"""The regressor :math:`r(v_g;\mathbf W_r)`: an affine layer, optional BatchNorm, the activation.
-
-    .. math:: r(v_g) = \phi\big(\mathrm{BN}_{\gamma,\beta}(\mathbf W_r * v_g + b)\big),
-
-    where :math:`*` is the layer of ``kind`` (:func:`regressor_geometry`), BN is present only when
-    ``bn_weight`` and ``bn_bias`` are given, and :math:`\phi` is ReLU, maxout or the identity.
-
-    Args:
-      v_g: the student's guided-layer output, ``[N, C_s, H_s, W_s]``.
-      weight: the layer's weight, shaped as in PyTorch: ``[C_t·pieces, C_s, k_h, k_w]`` for a
-        convolution, ``[C_s, C_t·pieces, 4, 4]`` for RepDistiller's transposed convolution,
-        ``[C_t·pieces·H_t·W_t, C_s·H_s·W_s]`` for ``"fc"``; ``None`` for ``"identity"``.
-      bias: ``[C_t·pieces]`` (``[C_t·pieces·H_t·W_t]`` for ``"fc"``) or ``None`` for no bias.
-      out_shape: the teacher hint's ``(C_t, H_t, W_t)``.
-      kind: ``"conv_valid"`` (default, the paper's rule), ``"conv1x1"``, ``"repdistiller"``,
-        ``"fc"`` or ``"identity"``.
-      activation: ``"relu"``, ``"maxout"`` or ``"none"``; ``None`` means ``"relu"`` (``"none"``
-        for ``"identity"``). The paper uses the hint layer's own non-linearity.
-      pieces: maxout pieces per output channel, ≥ 2 with ``"maxout"``, else 1.
-      bn_weight, bn_bias: BatchNorm's :math:`\gamma` and :math:`\beta`, ``[C_t·pieces]``, or
-        both ``None`` for no BatchNorm. The statistics are the batch's (training mode); kdref's
-        reference has no running statistics.
-      bn_eps: BatchNorm's :math:`\epsilon`, > 0 (PyTorch's default 1e-5).
-
-    Returns:
-      :math:`r(v_g)`, ``[N, C_t, H_t, W_t]``.
-
-    Examples:
-      >>> import numpy as np
-      >>> v = np.array([[[[0.5, 1.5], [-1.0, 0.0], [2.0, -0.5]]], [[[-2.0, 0.0], [1.0, 3.0], [0.5, -1.0]]]])
-      >>> w = np.array([1.0, -0.5]).reshape(2, 1, 1, 1)
-      >>> r = regressor(v, w, np.array([0.0, 0.5]), out_shape=(2, 3, 2))
-      >>> r[0].tolist()
-      [[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]]
-    """
-
-    arguments, geometry, activation = _validate_regressor(NUMPY, v_g, weight, bias, bn_weight, bn_bias, bn_eps,
-                                                          out_shape, kind, activation, pieces)
-    eps = _BN_EPS if arguments["bn_eps"] is None else arguments["bn_eps"]
-    return _regress(arguments["v_g"], arguments["weight"], arguments["bias"], arguments["bn_weight"],
-                    arguments["bn_bias"], eps, geometry, activation)
-
-
 @REGRESSED_HINT_LOSS.implement(NUMPY)
-def regressed_hint_loss(v_g: np.ndarray, u_t: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
-                        bn_weight: np.ndarray | None, bn_bias: np.ndarray | None, bn_eps: float | None, *, kind: str,
+def regressed_hint_loss(v_g: np.ndarray, u_t: np.ndarray, regressor: dict | None, bn_eps: float | None, *, kind: str,
                         activation: str | None, pieces: int, half: bool, reduction: str):
     r"""The hint loss of the regressed student: :math:`\mathcal L_{HT}\big(u_h, r(v_g;\mathbf W_r)\big)`.
 
@@ -583,13 +606,21 @@ def regressed_hint_loss(v_g: np.ndarray, u_t: np.ndarray, weight: np.ndarray | N
       >>> u = np.array([[[[1.0, 1.0], [0.0, 0.5], [2.5, 0.0]], [[0.0, 0.0], [1.0, 0.5], [0.0, 1.0]]],
       ...               [[[0.0, 0.5], [1.5, 2.0], [0.0, 0.0]], [[1.5, 0.0], [0.0, 0.0], [0.5, 1.0]]]])
       >>> w, b = np.array([1.0, -0.5]).reshape(2, 1, 1, 1), np.array([0.0, 0.5])
-      >>> regressed_hint_loss(v, u, w, b)  # 1×1 kernel: equal spatial sizes
+      >>> regressed_hint_loss(v, u, {"layer.weight": w, "layer.bias": b})  # 1×1 kernel: equal spatial sizes
       0.796875
-      >>> regressed_hint_loss(v, u, w, b, convention="mse")
+      >>> regressed_hint_loss(v, u, {"layer.weight": w, "layer.bias": b}, convention="mse")
       0.1328125
-    """
 
+    References:
+      Romero, Ballas, Kahou, Chassang, Gatta, Bengio. *FitNets: Hints for Thin Deep Nets.*
+      ICLR 2015, Sec. 2.2 (the hint loss) and its regressor.
+
+    .. seealso:: :func:`hint_loss` on an already regressed student;
+       :class:`kdref.torch.fitnet.HintRegressor`, the learnable regressor this takes on the torch side.
+    """
     geometry = regressor_geometry(v_g.shape[1:], u_t.shape[1:], kind, pieces)
-    r_s = _regress(v_g, weight, bias, bn_weight, bn_bias, _BN_EPS if bn_eps is None else bn_eps, geometry,
+    # $r(v_g;\mathbf W_r)$
+    r_s = _regress(v_g, regressor, _BN_EPS if bn_eps is None else bn_eps, geometry,
                    _default_activation(kind, activation))
+    # $\tfrac12\lVert u_h - r(v_g;\mathbf W_r)\rVert^2$, reduced over the batch
     return _reduce(hint_residual(r_s, u_t) ** 2, half, reduction)

@@ -1,26 +1,28 @@
 r"""FSP — flow of solution procedure matrices (Yim, Joo, Bae & Kim, CVPR 2017), NumPy reference.
 
-The teacher's knowledge is not what a layer outputs but how one layer's features turn into the
-next: the *flow* between two feature maps of the same spatial size. Eq. (1) summarises that flow
-as the FSP matrix, the spatially averaged inner product of every channel :math:`i` of the first
-map :math:`F^1\in\mathbb R^{h\times w\times m}` with every channel :math:`j` of the second map
-:math:`F^2\in\mathbb R^{h\times w\times n}`,
+What is transferred is not what a layer outputs but *how one layer's features turn into the
+next*: the flow between two feature maps of the same spatial size, which the paper likens to the
+steps of solving a problem. The flow is summarised as the FSP matrix, the correlation of every
+channel of the first map with every channel of the second, averaged over the positions; the
+student learns to reproduce the teacher's matrices, pair by pair. Student and teacher must have
+the same channel counts at each pair (the matrices are compared entry by entry). When the two
+maps of a pair differ in spatial size, the larger one is pooled to the smaller (max pooling in
+the paper).
+
+The paper's equations (**[reconstructed]** from a translation and independent transcriptions;
+the paper's own text could not be checked). Eq. (1), for the first map
+:math:`F^1\in\mathbb R^{h\times w\times m}` and the second :math:`F^2\in\mathbb R^{h\times w\times n}`:
 
 .. math:: G_{i,j}(x;W)=\sum_{s=1}^{h}\sum_{t=1}^{w}\frac{F^1_{s,t,i}(x;W)\times F^2_{s,t,j}(x;W)}{h\times w},
 
-and Eq. (2) makes the student's matrices match the teacher's, pair by pair,
+and Eq. (2), over the layer pairs :math:`i = 1..n` and the :math:`N` examples:
 
 .. math:: L_{FSP}(W_t,W_s)=\frac1N\sum_x\sum_{i=1}^{n}\lambda_i\times
    \big\Vert G_i^T(x;W_t)-G_i^S(x;W_s)\big\Vert_2^2 .
 
-Both equations are **reconstructed** (from a translation and independent transcriptions; the
-paper's own text could not be checked). Student and teacher must have the same channel counts
-:math:`m`, :math:`n` at each pair. When the two maps of a pair differ in spatial size, the larger
-one is pooled to the smaller (max pooling in the paper). The popular libraries compute the same
-:math:`G` and differ in the per-pair distance, the reduction over pairs and the pooling: see
-:data:`FSP_LOSS`.
-
-Arrays are ``[N, C, H, W]`` (channels first, as in PyTorch).
+The popular libraries compute the same :math:`G` and differ in the per-pair distance, the
+reduction over pairs and the pooling: the conventions of :data:`FSP_LOSS`. Arrays are
+``[N, C, H, W]`` (channels first, as in PyTorch).
 """
 
 from __future__ import annotations
@@ -46,31 +48,28 @@ __all__ = [
 POOLS = ("max", "avg", "error")
 DISTANCES = ("sq_frobenius", "mse", "col_l2")
 
+# ---------------------------------------------------------------------------------------------
+# The paper's equations
 
-def _matrix(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
+
+def _fsp_matrix(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
     """Eq. (1) on two maps of one spatial size: ``[N, m, n]``."""
     h, w = f1.shape[2:]
+    # $G_{i,j} = \sum_{s,t} F^1_{s,t,i} F^2_{s,t,j} / (h\times w)$
     return np.einsum("nihw,njhw->nij", f1, f2) / (h * w)
 
 
-def _spatial_mismatch(f1, f2, names: tuple[str, str]) -> ValueError:
-    return ValueError(f"{names[1]} has spatial size {tuple(f2.shape[2:])} but {names[0]} has {tuple(f1.shape[2:])}: "
-                      "Eq. (1) needs one size per pair; choose pool='max' (paper) or pool='avg' to pool the larger "
-                      "map")
-
-
-def _match_spatial(f1: np.ndarray, f2: np.ndarray, pool: str, names: tuple[str, str]):
-    """Both maps at ``(min h, min w)``; a map already that size is left as it is."""
+def _match_spatial(f1: np.ndarray, f2: np.ndarray, pool: str) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's remark on Eq. (1): both maps at ``(min h, min w)``, the larger one pooled (a map
+    already that size is left as it is)."""
     if f1.shape[2:] == f2.shape[2:]:
         return f1, f2
-    if pool == "error":
-        raise _spatial_mismatch(f1, f2, names)
     size = (min(f1.shape[2], f2.shape[2]), min(f1.shape[3], f2.shape[3]))
     return tuple(x if x.shape[2:] == size else adaptive_pool2d(x, size, pool) for x in (f1, f2))
 
 
 def fsp_distance(g_s: np.ndarray, g_t: np.ndarray, kind: str = "sq_frobenius") -> np.ndarray:
-    r"""The distance between the student's and the teacher's FSP matrices, per example.
+    r"""Eq. (2)'s distance between the student's and the teacher's FSP matrices, per example.
 
     .. math::
         \text{sq\_frobenius}: \Vert G^T-G^S\Vert_F^2=\sum_{i,j}(G^T_{ij}-G^S_{ij})^2,\qquad
@@ -89,18 +88,22 @@ def fsp_distance(g_s: np.ndarray, g_t: np.ndarray, kind: str = "sq_frobenius") -
     Returns:
       ``[N]``.
     """
+    # $G^T - G^S$
     delta = g_t - g_s
     if kind == "sq_frobenius":
+        # $\Vert G^T-G^S\Vert_2^2 = \sum_{i,j}(G^T_{ij}-G^S_{ij})^2$
         return np.sum(delta**2, axis=(1, 2))
     if kind == "mse":
+        # $\frac{1}{mn}\Vert G^T-G^S\Vert_2^2$
         return np.mean(delta**2, axis=(1, 2))
     if kind == "col_l2":
+        # $\sum_j \big(\sum_i (G^S_{ij}-G^T_{ij})^2\big)^{1/2}$
         return np.sum(np.sqrt(np.sum(delta**2, axis=1)), axis=1)
     raise ValueError(f"kind must be one of {', '.join(map(repr, DISTANCES))}; got {kind!r}")
 
 
 def pair_weights(weights: float | Sequence[float] | None, num_pairs: int) -> list[float]:
-    r"""The weights :math:`\lambda_i` of ``num_pairs`` layer pairs, one per pair.
+    r"""Eq. (2)'s weights :math:`\lambda_i` of ``num_pairs`` layer pairs, one per pair.
 
     ``None`` means :math:`\lambda_i = 1`; one number is the same :math:`\lambda` for every pair (the
     paper's choice); a list gives one weight per pair. The values are those :data:`FSP_LOSS`
@@ -110,36 +113,32 @@ def pair_weights(weights: float | Sequence[float] | None, num_pairs: int) -> lis
         return [1.0] * num_pairs
     if isinstance(weights, (list, tuple)):
         return [float(w) for w in weights]
+    # $\lambda_i = \lambda$ for every pair
     return [float(weights)] * num_pairs
 
 
 # ---------------------------------------------------------------------------------------------
 # The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
 
-_ROLES = (("first", "m"), ("second", "n"))
+
+def _spatial_mismatch(f1, f2, names: tuple[str, str]) -> ValueError:
+    return ValueError(f"{names[1]} has spatial size {tuple(f2.shape[2:])} but {names[0]} has {tuple(f1.shape[2:])}: "
+                      "Eq. (1) needs one size per pair; choose pool='max' (paper) or pool='avg' to pool the larger "
+                      "map")
 
 
-def _same_as(name: str, x, ref_name: str, ref) -> None:
-    """``x`` has the batch size, dtype and device of ``ref`` (pure Python, either side's arrays)."""
-    if getattr(x, "device", None) != getattr(ref, "device", None):
-        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
-    if x.shape[0] != ref.shape[0]:
-        raise ValueError(f"{name} must have the batch size of {ref_name} ({ref.shape[0]}), got shape "
-                         f"{tuple(x.shape)}")
-    if x.dtype != ref.dtype:
-        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
+def _check_one_size(f1, f2, pool: str, names: tuple[str, str]) -> None:
+    if pool == "error" and f1.shape[2:] != f2.shape[2:]:
+        raise _spatial_mismatch(f1, f2, names)
 
 
 def _check_pairs(arguments: Mapping[str, Any], knobs: Mapping[str, Any]) -> None:
-    """What no kind states about the layer pairs: every pair has the batch size, dtype and device of
-    the first (each list shares them with ``student_first`` item by item already); the teacher has
-    the student's channel counts; ``weights`` holds one weight per pair; with ``pool="error"`` the
-    two maps of a pair have one spatial size."""
+    """What no kind states about the layer pairs: the teacher has the student's channel counts;
+    ``weights`` holds one weight per pair; with ``pool="error"`` the two maps of a pair have one
+    spatial size."""
     first = arguments["student_first"]
-    for i in range(1, len(first)):
-        _same_as(f"student_first[{i}]", first[i], "student_first[0]", first[0])
     for i in range(len(first)):
-        for role, symbol in _ROLES:
+        for role, symbol in (("first", "m"), ("second", "n")):
             s, t = arguments[f"student_{role}"][i], arguments[f"teacher_{role}"][i]
             if t.shape[1] != s.shape[1]:
                 raise ValueError(f"teacher_{role}[{i}] must have the channel count of student_{role}[{i}] "
@@ -148,12 +147,10 @@ def _check_pairs(arguments: Mapping[str, Any], knobs: Mapping[str, Any]) -> None
     weights = arguments["weights"]
     if isinstance(weights, (list, tuple)) and len(weights) != len(first):
         raise ValueError(f"weights must hold one weight per layer pair ({len(first)}), got {len(weights)}")
-    if knobs["pool"] == "error":
-        for i in range(len(first)):
-            for side in ("student", "teacher"):
-                f1, f2 = arguments[f"{side}_first"][i], arguments[f"{side}_second"][i]
-                if f1.shape[2:] != f2.shape[2:]:
-                    raise _spatial_mismatch(f1, f2, (f"{side}_first[{i}]", f"{side}_second[{i}]"))
+    for i in range(len(first)):
+        for side in ("student", "teacher"):
+            names = (f"{side}_first[{i}]", f"{side}_second[{i}]")
+            _check_one_size(arguments[f"{side}_first"][i], arguments[f"{side}_second"][i], knobs["pool"], names)
 
 
 _POOL = Knob("pool", "max", "how the larger map of a pair is brought to the smaller one's size: max pooling (the "
@@ -173,7 +170,8 @@ FSP_MATRIX = Declaration(
 FSP_LOSS = Declaration(
     name="fsp_loss",
     args=(
-        Arg("student_first", "features_list", "the student's first map of each layer pair (:math:`m_i` channels)"),
+        Arg("student_first", "features_list", "the student's first map of each layer pair (:math:`m_i` channels), "
+            "of one batch size", items_alike=True),
         Arg("student_second", "features_list", "the student's second map of each pair (:math:`n_i` channels; "
             "its spatial size may differ from the first's)", like="student_first", match="batch"),
         Arg("teacher_first", "features_list", "the teacher's first maps (constants), with the student's channel "
@@ -214,7 +212,12 @@ _PAIR_OF_MAPS = Declaration(
     name="match_spatial_pair",
     args=(Arg("f1", "features"), Arg("f2", "features", like="f1", match="batch")),
     knobs=(_POOL,),
+    check=lambda maps, knobs: _check_one_size(maps["f1"], maps["f2"], knobs["pool"], ("f1", "f2")),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# The public functions
 
 
 @FSP_MATRIX.implement(NUMPY)
@@ -227,6 +230,8 @@ def fsp_matrix(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
       :math:`G`, ``[N, m, n]``: rows are the first map's channels.
 
     Examples:
+      The first example of the spec's example 1, :math:`G_S`:
+
       >>> import numpy as np
       >>> f1 = np.array([[[[1.0, 0.0], [2.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]]])
       >>> f2 = np.array([[[[1.0, 1.0], [0.0, 2.0]], [[0.0, 0.0], [1.0, 1.0]], [[2.0, 0.0], [0.0, 1.0]]]])
@@ -234,9 +239,13 @@ def fsp_matrix(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
       array([[[0.75, 0.75, 0.75],
               [0.25, 0.25, 0.  ]]])
 
+    References:
+      Yim, Joo, Bae, Kim. *A Gift from Knowledge Distillation: Fast Optimization, Network
+      Minimization and Transfer Learning*, CVPR 2017, Eq. (1) [reconstructed].
+
     .. seealso:: :func:`match_spatial_pair` brings two maps of different sizes to one size first.
     """
-    return _matrix(f1, f2)
+    return _fsp_matrix(f1, f2)
 
 
 def match_spatial_pair(f1: np.ndarray, f2: np.ndarray, pool: str = "max") -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +266,7 @@ def match_spatial_pair(f1: np.ndarray, f2: np.ndarray, pool: str = "max") -> tup
       ``(f1, f2)`` of one spatial size.
     """
     maps, knobs = _PAIR_OF_MAPS.bind(NUMPY, (f1, f2), {"pool": pool})
-    return _match_spatial(maps["f1"], maps["f2"], knobs["pool"], ("f1", "f2"))
+    return _match_spatial(maps["f1"], maps["f2"], knobs["pool"])
 
 
 @FSP_LOSS.implement(NUMPY)
@@ -299,15 +308,19 @@ def fsp_loss(student_first: list[np.ndarray], student_second: list[np.ndarray], 
     References:
       Yim, Joo, Bae, Kim. *A Gift from Knowledge Distillation: Fast Optimization, Network
       Minimization and Transfer Learning*, CVPR 2017, Eqs. (1)–(2) [reconstructed].
+
+    .. seealso:: :func:`fsp_matrix`, Eq. (1); :func:`fsp_distance`, the per-pair distances.
     """
+    # $\lambda_i$
     lambdas = pair_weights(weights, len(student_first))
     terms = []
     for i, lam in enumerate(lambdas):
-        g = {}
-        for side, firsts, seconds in (("student", student_first, student_second),
-                                      ("teacher", teacher_first, teacher_second)):
-            names = (f"{side}_first[{i}]", f"{side}_second[{i}]")
-            g[side] = _matrix(*_match_spatial(firsts[i], seconds[i], pool, names))
-        terms.append(lam * fsp_distance(g["student"], g["teacher"], distance))
+        # $G_i^S$, $G_i^T$ (eq. 1), the larger map of each pair pooled to the smaller
+        G_S, G_T = (_fsp_matrix(*_match_spatial(first[i], second[i], pool))
+                    for first, second in ((student_first, student_second), (teacher_first, teacher_second)))
+        # $\lambda_i \Vert G_i^T - G_i^S\Vert_2^2$
+        terms.append(lam * fsp_distance(G_S, G_T, distance))
+    # $\sum_{i=1}^{n}$ (or the mean over the pairs)
     per_example = np.sum(terms, axis=0) if pair_reduction == "sum" else np.mean(terms, axis=0)
+    # $\frac1N\sum_x$
     return reduce_batch(per_example, reduction)

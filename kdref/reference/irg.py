@@ -1,27 +1,31 @@
 r"""IRG — knowledge distillation via instance relationship graph (Liu et al., CVPR 2019), NumPy reference.
 
-The teacher's knowledge is read as a graph over the instances of a mini-batch: the **vertices**
-are the instances' features, the **edges** their squared Euclidean distances. Since the
-relations between instances keep most of what a layer knows, the student is asked to reproduce
-three things: the teacher's logits (vertices, the only layer where the two networks have the same
-shape), the teacher's edge matrices (any widths: an edge matrix is :math:`I\times I`), and how
-each instance's feature moves from one layer to the next inside a network (the *transformation*).
+**The idea.** A teacher's knowledge is not only what it outputs for each input but how it relates
+the inputs of a batch to each other. IRG reads this as a graph over the instances of a mini-batch:
+the **vertices** are the instances' features, the **edges** their squared Euclidean distances.
+The student is asked to reproduce three things: the teacher's logits (vertices, the only layer
+where the two networks have the same shape), the teacher's edge matrices (any widths: an edge
+matrix is :math:`I\times I`), and how each instance's feature moves from one layer to the next
+inside a network (the *transformation*).
 
-With :math:`f_l(x_i)` the flattened feature of instance :math:`i` at layer :math:`l`,
+**The equations** **[reconstructed]** (from two independent transcriptions of the paper; its own
+text could not be checked): plain sums, no normalisation. With :math:`f_l(x_i)` the flattened
+feature of instance :math:`i` at layer :math:`l`, the edges at layer :math:`l` and the
+transformation :math:`l_1\to l_2` of one network are
 
 .. math::
    A_l(i,j)=\lVert f_l(x_i)-f_l(x_j)\rVert_2^2,\qquad
    \Lambda_{l_1,l_2}(i,i)=\lVert f_{l_1}(x_i)-f_{l_2}(x_i)\rVert_2^2,
+
+and the multi-type knowledge loss, without its cross-entropy with the labels, is
 
 .. math::
    \mathcal L_{MTK}-\mathcal L_{GT}=\lambda_1\sum_i\lVert z^T_i-z^S_i\rVert_2^2
    +\lambda_2\sum_{l_M\in L_M}\lVert A^T_L-A^S_{l_M}\rVert_F^2
    +\lambda_3\sum_{(l_1,l_2,l_3,l_4)}\lVert\Lambda^T_{l_1,l_2}-\Lambda^S_{l_3,l_4}\rVert_2^2 .
 
-These formulas are **reconstructed** (from two independent transcriptions of the paper; its own
-text could not be checked): plain sums, no normalisation. The official Caffe code and KD-Zoo
-divide every edge matrix and transformation vector by its batch maximum and average instead of
-summing (see :data:`IRG_LOSS`).
+The official Caffe code and KD-Zoo **[code]** divide every edge matrix and transformation vector
+by its batch maximum and average instead of summing (see :data:`IRG_LOSS`).
 
 **Degenerate entries.** A max-normalised matrix or vector with no positive entry (a batch of one,
 or every instance equal) is defined as 0 with zero gradient; Caffe and KD-Zoo divide 0 by 0 there
@@ -70,21 +74,30 @@ def edge_matrix(f: np.ndarray, eps: float = 0.0) -> np.ndarray:
     Returns:
       ``[N, N]``.
     """
+    # $A(i,j) = \lVert f(x_i) - f(x_j)\rVert_2^2$
     A = pairwise_sq_distances(f)
     if eps > 0:
+        # $A(i,j) \leftarrow \max(A(i,j), \epsilon)$ for $i \ne j$, $A(i,i) = 0$ (KD-Zoo)
         A = np.maximum(A, eps)
         np.fill_diagonal(A, 0.0)
     return A
 
 
-def normalize_by_max(a: np.ndarray) -> np.ndarray:
-    r""":math:`\hat a = a/\max a`, the official code's and KD-Zoo's batch-max normalisation.
+def transformation_vector(f1: np.ndarray, f2: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    r"""The diagonal of the IRG transformation :math:`l_1\to l_2`:
+    :math:`\Lambda_{l_1,l_2}(i,i)=\lVert f_{l_1}(x_i)-f_{l_2}(x_i)\rVert_2^2`, clamped at
+    :math:`\epsilon` when ``eps > 0`` (KD-Zoo).
 
-    An array with no positive entry (a batch of one, or every instance equal) has no scale: kdref
-    returns 0 there (Caffe and KD-Zoo return NaN, 0/0).
+    Args:
+      f1, f2: the two layers of one network, ``[N, d]`` each (matched).
+
+    Returns:
+      ``[N]``.
     """
-    M = np.max(a)
-    return a / M if M > 0 else np.zeros_like(a)
+    # $\Lambda_{l_1,l_2}(i,i) = \lVert f_{l_1}(x_i) - f_{l_2}(x_i)\rVert_2^2$
+    Lambda = np.sum((f1 - f2) ** 2, axis=1)
+    # $\max(\Lambda(i,i), \epsilon)$ (KD-Zoo)
+    return np.maximum(Lambda, eps) if eps > 0 else Lambda
 
 
 def match_transformation(f1: np.ndarray, f2: np.ndarray, rule: str = "none") -> tuple[np.ndarray, np.ndarray]:
@@ -103,8 +116,10 @@ def match_transformation(f1: np.ndarray, f2: np.ndarray, rule: str = "none") -> 
     if rule == "kdzoo":
         f1, f2 = _as_map(f1), _as_map(f2)
         if f1.shape[2] > f2.shape[2]:
+            # $f_{l_1} \leftarrow \mathrm{avgpool}(f_{l_1})$ to $(H_2, W_2)$
             f1 = adaptive_pool2d(f1, f2.shape[2:], "avg")
         if f1.shape[1] < f2.shape[1] and f2.shape[1] == 2 * f1.shape[1]:
+            # $f_{l_2}[c] \leftarrow (f_{l_2}[2c] + f_{l_2}[2c+1]) / 2$
             f2 = (f2[:, 0::2] + f2[:, 1::2]) / 2.0
     return f1.reshape(f1.shape[0], -1), f2.reshape(f2.shape[0], -1)
 
@@ -113,19 +128,16 @@ def _as_map(f: np.ndarray) -> np.ndarray:
     return f.reshape(*f.shape, 1, 1) if f.ndim == 2 else f
 
 
-def transformation_vector(f1: np.ndarray, f2: np.ndarray, eps: float = 0.0) -> np.ndarray:
-    r"""The diagonal of the IRG transformation :math:`l_1\to l_2`:
-    :math:`\Lambda_{l_1,l_2}(i,i)=\lVert f_{l_1}(x_i)-f_{l_2}(x_i)\rVert_2^2`, clamped at
-    :math:`\epsilon` when ``eps > 0`` (KD-Zoo).
+def normalize_by_max(a: np.ndarray) -> np.ndarray:
+    r""":math:`\hat a = a/\max a`, the official code's and KD-Zoo's batch-max normalisation.
 
-    Args:
-      f1, f2: the two layers of one network, ``[N, d]`` each (matched).
-
-    Returns:
-      ``[N]``.
+    An array with no positive entry (a batch of one, or every instance equal) has no scale: kdref
+    returns 0 there (Caffe and KD-Zoo return NaN, 0/0).
     """
-    v = np.sum((f1 - f2) ** 2, axis=1)
-    return np.maximum(v, eps) if eps > 0 else v
+    # $M = \max a$
+    M = np.max(a)
+    # $\hat a = a / M$ (0 where $M = 0$)
+    return a / M if M > 0 else np.zeros_like(a)
 
 
 def term_reduction(squared_differences: np.ndarray, reduction: str) -> float:
@@ -134,17 +146,47 @@ def term_reduction(squared_differences: np.ndarray, reduction: str) -> float:
     :math:`\frac{1}{2\,\mathrm{num}}\sum`, with ``num`` the blob's first axis — :math:`N` for the
     :math:`N\times N` edge blob and the :math:`N\times K` logits, 1 for the :math:`1\times N`
     transformation blob (pass it as a ``[1, N]`` array)."""
+    # $\sum$ (the paper)
     total = float(np.sum(squared_differences))
     if reduction == "sum":
         return total
     if reduction == "mean":
+        # $\frac{1}{\#\text{entries}}\sum$ (``F.mse_loss``)
         return total / squared_differences.size
+    # $\frac{1}{2\,\mathrm{num}}\sum$ (Caffe's ``EuclideanLoss``)
     return total / (2.0 * squared_differences.shape[0])
 
 
 def vertex_loss(z_s: np.ndarray, z_t: np.ndarray, reduction: str = "sum") -> float:
     r"""The vertex term on the logits: :math:`\sum_i\lVert z^T_i-z^S_i\rVert_2^2` (``"sum"``)."""
+    # $\sum_i \lVert z^T_i - z^S_i\rVert_2^2$
     return term_reduction((z_t - z_s) ** 2, reduction)
+
+
+def edge_loss(f_s: np.ndarray, f_t: np.ndarray, *, normalize: str = "none", eps: float = 0.0,
+              reduction: str = "sum") -> float:
+    r"""The edge term of one (student, teacher) layer pair:
+    :math:`\lVert A^T-A^S\rVert_F^2=\sum_{i,j}\big(A^T(i,j)-A^S(i,j)\big)^2` over all :math:`I^2`
+    entries (each unordered pair twice), with :math:`A` optionally divided by its batch max."""
+    if normalize == "max" and eps == 0:
+        f_s, f_t = f_s / power_of_two_scale(f_s), f_t / power_of_two_scale(f_t)
+    # $A^S$
+    A_s = _normalized(edge_matrix(f_s, eps), normalize)
+    # $A^T$
+    A_t = _normalized(edge_matrix(f_t, eps), normalize)
+    # $\lVert A^T - A^S\rVert_F^2 = \sum_{i,j} (A^T(i,j) - A^S(i,j))^2$
+    return term_reduction((A_t - A_s) ** 2, reduction)
+
+
+def transformation_loss(v_s: np.ndarray, v_t: np.ndarray, *, normalize: str = "none",
+                        reduction: str = "sum") -> float:
+    r"""The transformation term of one pair:
+    :math:`\lVert\Lambda^T_{l_1,l_2}-\Lambda^S_{l_3,l_4}\rVert_2^2=\sum_i\big(\Lambda^T(i,i)-\Lambda^S(i,i)\big)^2`,
+    with :math:`\Lambda` optionally divided by its batch max."""
+    # $\Lambda^T_{l_1,l_2}(i,i) - \Lambda^S_{l_3,l_4}(i,i)$
+    delta = _normalized(v_t, normalize) - _normalized(v_s, normalize)
+    # $\sum_i (\Lambda^T(i,i) - \Lambda^S(i,i))^2$
+    return term_reduction((delta ** 2)[None, :], reduction)
 
 
 def _normalized(a: np.ndarray, normalize: str) -> np.ndarray:
@@ -160,27 +202,6 @@ def power_of_two_scale(*xs: np.ndarray) -> float:
     return float(np.ldexp(1.0, np.frexp(peak)[1]))
 
 
-def edge_loss(f_s: np.ndarray, f_t: np.ndarray, *, normalize: str = "none", eps: float = 0.0,
-              reduction: str = "sum") -> float:
-    r"""The edge term of one (student, teacher) layer pair:
-    :math:`\lVert A^T-A^S\rVert_F^2=\sum_{i,j}\big(A^T(i,j)-A^S(i,j)\big)^2` over all :math:`I^2`
-    entries (each unordered pair twice), with :math:`A` optionally divided by its batch max."""
-    if normalize == "max" and eps == 0:
-        f_s, f_t = f_s / power_of_two_scale(f_s), f_t / power_of_two_scale(f_t)
-    A_s = _normalized(edge_matrix(f_s, eps), normalize)
-    A_t = _normalized(edge_matrix(f_t, eps), normalize)
-    return term_reduction((A_t - A_s) ** 2, reduction)
-
-
-def transformation_loss(v_s: np.ndarray, v_t: np.ndarray, *, normalize: str = "none",
-                        reduction: str = "sum") -> float:
-    r"""The transformation term of one pair:
-    :math:`\lVert\Lambda^T_{l_1,l_2}-\Lambda^S_{l_3,l_4}\rVert_2^2=\sum_i\big(\Lambda^T(i,i)-\Lambda^S(i,i)\big)^2`,
-    with :math:`\Lambda` optionally divided by its batch max."""
-    delta = _normalized(v_t, normalize) - _normalized(v_s, normalize)
-    return term_reduction((delta ** 2)[None, :], reduction)
-
-
 def _transformation(f1: np.ndarray, f2: np.ndarray, match: str, eps: float, normalize: str) -> np.ndarray:
     """Λ of one network's pair, from features rescaled by a power of two where that is exact for the
     max-normalised vector (see :func:`power_of_two_scale`)."""
@@ -188,8 +209,8 @@ def _transformation(f1: np.ndarray, f2: np.ndarray, match: str, eps: float, norm
     if normalize == "max" and eps == 0:
         scale = power_of_two_scale(a, b)
         a, b = a / scale, b / scale
+    # $\Lambda_{l_1,l_2}(i,i) = \lVert f_{l_1}(x_i) - f_{l_2}(x_i)\rVert_2^2$
     return transformation_vector(a, b, eps)
-
 
 
 def layer_quadruples(transformations, n_student: int, n_teacher: int) -> list[tuple[int, int, int, int]]:
@@ -255,18 +276,15 @@ def _check_match_shapes(name: str, shape1: tuple, shape2: tuple, i: int, j: int,
 
 
 def _check_graph(arguments, knobs) -> None:
-    """What IRG's arguments must share beyond their kinds: one batch of instances across every layer
-    and the logits, both logits or neither (both when λ1 > 0), layers that the transformation
-    pairs name and that their matching rule joins, as many teacher as student layers one-to-one,
-    and Caffe's backward pass only with its max normalisation."""
+    """What IRG's arguments must share beyond their kinds: one batch of instances across the two
+    networks' layers and the logits, both logits or neither (both when λ1 > 0), layers that the
+    transformation pairs name and that their matching rule joins, as many teacher as student
+    layers one-to-one, and Caffe's backward pass only with its max normalisation."""
     if knobs["caffe_gradients"] and knobs["normalize"] != "max":
         raise ValueError("caffe_gradients reproduces the backward pass of Caffe's max-normalising layers; "
                          f"it needs normalize='max', got {knobs['normalize']!r}")
     student, teacher = arguments["student_features"], arguments["teacher_features"]
-    for i, f in enumerate(student[1:], 1):
-        _check_joined(f"student_features[{i}]", f, "student_features[0]", student[0])
-    for i, f in enumerate(teacher):
-        _check_joined(f"teacher_features[{i}]", f, "student_features[0]", student[0])
+    _check_joined("teacher_features[0]", teacher[0], "student_features[0]", student[0])
     z_s, z_t = arguments["student_logits"], arguments["teacher_logits"]
     if z_s is None or z_t is None:
         if knobs["lambda1"] > 0:
@@ -294,9 +312,9 @@ IRG_LOSS = Declaration(
     args=(
         Arg("student_features", "embeddings_list", "the student's layers, each flattened to one vector per "
             "instance (``match=\"kdzoo\"`` reads ``[N, C, H, W]`` maps as such); widths may differ from the "
-            "teacher's", flatten=False),
+            "teacher's", flatten=False, items_alike=True),
         Arg("teacher_features", "embeddings_list", "the teacher's layers, a constant target; the batch, dtype "
-            "and device of ``student_features``", flatten=False),
+            "and device of ``student_features``", flatten=False, items_alike=True),
         Arg("student_logits", "logits", "the student's logits, for the vertex term; may be omitted when "
             "``lambda1 == 0``", optional=True),
         Arg("teacher_logits", "logits", "the teacher's logits, a constant target; given or omitted with "
@@ -362,10 +380,15 @@ def irg_loss(student_features: list[np.ndarray], teacher_features: list[np.ndarr
               +\lambda_3\sum_{(l_1,l_2,l_3,l_4)}\lVert\Lambda^T_{l_1,l_2}-\Lambda^S_{l_3,l_4}\rVert_2^2
               \quad\text{(default, ``"paper"``)}.
 
+    The formula is **[reconstructed]** (see the module).
+
     Returns:
       a float.
 
     Examples:
+      The spec's Example D under the official Caffe semantics (the edge term on layer 2, then the
+      transformation L1 → L2):
+
       >>> import numpy as np
       >>> s1, s2 = np.array([[1., 0], [0, 1], [1, 1]]), np.array([[2., 0], [0, 1], [1, 3]])
       >>> t1, t2 = np.array([[0., 1], [2, 0], [1, 2]]), np.array([[1., 1], [2, 2], [0, 3]])
@@ -380,6 +403,13 @@ def irg_loss(student_features: list[np.ndarray], teacher_features: list[np.ndarr
       >>> t_feat = np.array([[-0.8, 0.6, -2.0, -0.5], [-0.1, 1.3, 0.7, -0.3], [-0.4, -0.3, 1.5, -0.4]])
       >>> print(f"{irg_loss([s_feat], [t_feat], lambda1=0.0, lambda3=0.0):.8g}")
       165.8128
+
+    References:
+      Liu et al. *Knowledge Distillation via Instance Relationship Graph*, CVPR 2019, pp. 7096–7104
+      (reconstructed); yufanLIU/IRG @0a6837c (``BatchEuclideanMap``, ``BatchEuclideanVector``);
+      KD-Zoo ``kd_losses/irg.py``.
+
+    .. seealso:: :func:`edge_loss`, :func:`transformation_loss`, :func:`vertex_loss`, the three terms.
     """
     flat_s = [f.reshape(len(f), -1) for f in student_features]
     flat_t = [f.reshape(len(f), -1) for f in teacher_features]
@@ -389,16 +419,23 @@ def irg_loss(student_features: list[np.ndarray], teacher_features: list[np.ndarr
 
     total = 0.0
     if student_logits is not None:
+        # $\lambda_1 \sum_i \lVert z^T_i - z^S_i\rVert_2^2$
         total += lambda1 * vertex_loss(student_logits, teacher_logits, reduction)
+    # one-to-many: the teacher's last layer $L$ guides every student layer $l_M$
     guides = flat_t if mode == "one_to_one" else [flat_t[-1]] * len(flat_s)
+    # $\lambda_2 \sum_{l_M \in L_M} \lVert A^T_L - A^S_{l_M}\rVert_F^2$
     total += lambda2 * over_layers([edge_loss(f_s, f_t, normalize=normalize, eps=eps, reduction=reduction)
                                     for f_s, f_t in zip(flat_s, guides, strict=True)])
     pairs = layer_quadruples(transformations or (), len(student_features), len(teacher_features))
     if pairs:
         terms = []
         for l1, l2, l3, l4 in pairs:
+            # $\Lambda^T_{l_1,l_2}$
             v_t = _transformation(teacher_features[l1], teacher_features[l2], match, eps, normalize)
+            # $\Lambda^S_{l_3,l_4}$
             v_s = _transformation(student_features[l3], student_features[l4], match, eps, normalize)
+            # $\lVert\Lambda^T_{l_1,l_2} - \Lambda^S_{l_3,l_4}\rVert_2^2$
             terms.append(transformation_loss(v_s, v_t, normalize=normalize, reduction=reduction))
+        # $\lambda_3 \sum_{(l_1,l_2,l_3,l_4)} \lVert\Lambda^T_{l_1,l_2} - \Lambda^S_{l_3,l_4}\rVert_2^2$
         total += lambda3 * over_layers(terms)
     return total

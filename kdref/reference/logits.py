@@ -1,13 +1,25 @@
 r"""Logits — mimic learning by regressing the teacher's logits (Ba & Caruana, 2014), NumPy reference.
 
-The student ("mimic") network is trained by L2 regression on the teacher's logits instead of on
-labels or probabilities. The paper's eq. 1, as commonly transcribed (**reconstructed**),
+**The idea.** The student ("mimic") network learns the teacher's logits, the values before the
+softmax, by L2 regression, instead of learning labels or probabilities with a cross-entropy
+**[paper]**: what is transferred is the teacher's logit vector itself, on which the softmax would
+squash the relative sizes of the small probabilities. It is the high-temperature limit of soft
+targets (Hinton et al.) without their per-sample centring.
+
+**The paper's equation.** Eq. 1 **[reconstructed]** (as commonly transcribed; the paper's own
+typeset form could not be checked),
 
 .. math:: \mathcal L(W,\beta) = \frac{1}{2T}\sum_{t=1}^{T}\big\lVert g(x^{(t)}; W, \beta) - z^{(t)}\big\rVert_2^2,
 
 where :math:`T` counts training examples (it is not a temperature), :math:`g` gives the student's
-logits and :math:`z^{(t)}` the teacher's. Per example that is :math:`\tfrac12\lVert s_n - t_n\rVert^2`,
-averaged over the batch.
+logits and :math:`z^{(t)}` the teacher's. With :math:`s_n` the student's and :math:`t_n` the
+teacher's logits of example :math:`n`, that is
+
+.. math:: \mathcal L_{\text{paper}} = \frac1N\sum_{n=1}^{N}\frac12\sum_{c=1}^{C}(s_{nc}-t_{nc})^2 .
+
+The limit **[derived]**: :math:`\lim_{T\to\infty} T^2\,\mathrm{KL}\big(\mathrm{softmax}(t/T)\Vert
+\mathrm{softmax}(s/T)\big) = \frac{1}{2C}\sum_c(\tilde s_c - \tilde t_c)^2` with
+:math:`\tilde z = z - \frac1C\sum_c z_c` the centred logits (the ``"center"`` convention, ×C).
 """
 
 from __future__ import annotations
@@ -25,24 +37,32 @@ __all__ = [
     "logit_regression_per_sample",
 ]
 
-#: the factor of the per-example squared error for each ``scale`` knob, given C
-SCALE_FACTORS = {"half": lambda C: 0.5, "per_class": lambda C: 1.0 / C, "unit": lambda C: 1.0}
+# ---------------------------------------------------------------------------------------------
+# The paper's math, in equation order
 
 
-def center_logits(z: np.ndarray) -> np.ndarray:
-    r""":math:`\tilde z_{nc} = z_{nc} - \frac1C\sum_{c'} z_{nc'}`: remove each row's mean logit."""
-    return z - np.mean(z, axis=-1, keepdims=True)
-
-
-def logit_regression_per_sample(student: np.ndarray, teacher: np.ndarray, *, center: bool = False) -> np.ndarray:
-    r"""Squared error per example, :math:`e_n = \sum_c (s_{nc} - t_{nc})^2` (centred first if asked).
+def logit_regression_per_sample(s: np.ndarray, t: np.ndarray, *, center: bool = False) -> np.ndarray:
+    r"""Eq. 1's squared error per example, :math:`e_n = \sum_c (s_{nc} - t_{nc})^2` (centred first if asked).
 
     Returns:
       ``[N]``.
     """
     if center:
-        student, teacher = center_logits(student), center_logits(teacher)
-    return np.sum((student - teacher) ** 2, axis=-1)
+        # $\tilde s = s - \frac1C\sum_c s_c$, $\tilde t = t - \frac1C\sum_c t_c$
+        s, t = center_logits(s), center_logits(t)
+    # $e_n = \lVert s_n - t_n\rVert_2^2 = \sum_c (s_{nc} - t_{nc})^2$
+    return np.sum((s - t) ** 2, axis=-1)
+
+
+#: the factor of the per-example squared error for each ``scale`` knob, given C: eq. 1's ½, the
+#: 1/C of ``F.mse_loss`` (KD-Zoo), or 1
+SCALE_FACTORS = {"half": lambda C: 0.5, "per_class": lambda C: 1.0 / C, "unit": lambda C: 1.0}
+
+
+def center_logits(z: np.ndarray) -> np.ndarray:
+    r"""The centring of the high-temperature limit: :math:`\tilde z_{nc} = z_{nc} - \frac1C\sum_{c'} z_{nc'}`."""
+    # $\tilde z_{nc} = z_{nc} - \frac1C\sum_{c'} z_{nc'}$
+    return z - np.mean(z, axis=-1, keepdims=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,6 +89,10 @@ LOGIT_REGRESSION_LOSS = Declaration(
 )
 
 
+# ---------------------------------------------------------------------------------------------
+# The public loss
+
+
 @LOGIT_REGRESSION_LOSS.implement(NUMPY)
 def logit_regression_loss(student: np.ndarray, teacher: np.ndarray, *, scale: str, center: bool, reduction: str):
     r"""L2 regression of the student's logits on the teacher's.
@@ -89,6 +113,8 @@ def logit_regression_loss(student: np.ndarray, teacher: np.ndarray, *, scale: st
       1.125
       >>> logit_regression_loss(s, t, convention="kdzoo")
       0.75
+      >>> print(f"{logit_regression_loss(s, t, convention='center'):.8g}")
+      0.91666667
 
     References:
       Ba, Caruana. *Do Deep Nets Really Need to be Deep?* NIPS 2014, §2.2.
@@ -96,5 +122,7 @@ def logit_regression_loss(student: np.ndarray, teacher: np.ndarray, *, scale: st
     .. seealso:: :func:`kdref.reference.st.soft_target_loss`, whose high-temperature limit is
        the ``"center"`` convention divided by :math:`C`.
     """
+    # $e_n = \sum_c (s_{nc} - t_{nc})^2$
     e = logit_regression_per_sample(student, teacher, center=center)
+    # $\frac1N\sum_n \frac12 e_n$ (paper), $\frac1N\sum_n e_n / C$ (kdzoo)
     return reduce_batch(e * SCALE_FACTORS[scale](student.shape[1]), reduction)

@@ -1,22 +1,26 @@
 r"""SP — Similarity-Preserving Knowledge Distillation (Tung & Mori, ICCV 2019), NumPy reference.
 
 Inputs that a trained teacher finds similar should look similar to the student too. SP does not
-compare the two networks' activations themselves (their shapes may differ); it compares how each
-network relates the samples of a mini-batch to each other. For a layer's activation map
-:math:`A\in\mathbb R^{b\times c\times h\times w}`, reshape it to one row per sample,
-:math:`Q\in\mathbb R^{b\times chw}`, and form the :math:`b\times b` batch similarity (Gram) matrix
-with every row :math:`\ell_2`-normalised:
+compare the two networks' activations themselves (their shapes may differ); it transfers how each
+network relates the samples of a mini-batch to each other: for every layer pair, the student's
+:math:`b\times b` table of pairwise similarities should match the teacher's. The tables have one
+size whatever the layers' widths, so any teacher layer can be paired with any student layer, and
+normalising each row removes each layer's overall scale.
 
-.. math:: \tilde G = QQ^\top,\qquad G_{[i,:]} = \tilde G_{[i,:]}\,/\,\lVert\tilde G_{[i,:]}\rVert_2 .
+The equations **[reconstructed]** (the paper's own text could not be checked; they agree with
+RepDistiller's implementation, whose docstring says the paper's first author verified it). A
+layer's activation map :math:`A\in\mathbb R^{b\times c\times h\times w}` is reshaped to one row
+per sample, :math:`Q\in\mathbb R^{b\times chw}`; the batch similarity (Gram) matrix has every row
+:math:`\ell_2`-normalised,
 
-The loss over the set :math:`\mathcal I` of (teacher layer, student layer) pairs is
+.. math:: \tilde G = QQ^\top,\qquad G_{[i,:]} = \tilde G_{[i,:]}\,/\,\lVert\tilde G_{[i,:]}\rVert_2 ,
 
-.. math:: \mathcal L_{SP} = \frac{1}{b^2}\sum_{(l,l')\in\mathcal I}\big\lVert G_T^{(l)}-G_S^{(l')}\big\rVert_F^2 .
+and the loss over the set :math:`\mathcal I` of (teacher layer, student layer) pairs is
 
-The formulas are **reconstructed** (the paper's own text could not be checked); they agree with
-RepDistiller's implementation, whose docstring says the paper's first author verified it. The
-matrices are :math:`b\times b` whatever the layers' widths, so any teacher layer can be paired
-with any student layer.
+.. math:: \mathcal L_{SP} = \frac{1}{b^2}\sum_{(l,l')\in\mathcal I}\big\lVert G_T^{(l)}-G_S^{(l')}\big\rVert_F^2 ,
+
+used in :math:`\mathcal L = \mathcal L_{CE} + \gamma\,\mathcal L_{SP}`. The trace form of one
+pair's term, which needs no :math:`b\times b` matrix, is **[derived]**.
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ __all__ = [
     "trace_form_pair_loss",
 ]
 
+
+# ---------------------------------------------------------------------------------------------
+# The paper's quantities: Q → G̃ = QQᵀ → G (rows normalised) → ‖G_T − G_S‖²_F / b²
+
+
 def batch_gram(q: np.ndarray) -> np.ndarray:
     r"""The batch similarity matrix :math:`\tilde G = QQ^\top`: entry :math:`(i,j)` is the inner
     product of sample :math:`i`'s and sample :math:`j`'s activations, the diagonal
@@ -47,6 +56,7 @@ def batch_gram(q: np.ndarray) -> np.ndarray:
     Returns:
       ``[b, b]``.
     """
+    # $\tilde G = QQ^\top$
     return q @ q.T
 
 
@@ -62,7 +72,9 @@ def row_normalize(g: np.ndarray, p: int = 2, eps: float = 1e-12) -> np.ndarray:
     Returns:
       ``[b, b]``.
     """
+    # $\lVert\tilde G_{[i,:]}\rVert_p$
     norms = np.sum(np.abs(g) ** p, axis=1, keepdims=True) ** (1.0 / p)
+    # $G_{[i,:]} = \tilde G_{[i,:]} / \max(\lVert\tilde G_{[i,:]}\rVert_p, \epsilon)$
     return g / np.maximum(norms, eps)
 
 
@@ -73,6 +85,7 @@ def similarity_matrix(q: np.ndarray, p: int = 2, eps: float = 1e-12) -> np.ndarr
     Returns:
       ``[b, b]``.
     """
+    # $G = \mathrm{rownorm}(QQ^\top)$
     return row_normalize(batch_gram(q), p, eps)
 
 
@@ -83,7 +96,9 @@ def sp_pair_loss(g_s: np.ndarray, g_t: np.ndarray, reduction: str = "batchmean")
     .. math:: \frac{1}{b^2}\big\lVert G_T - G_S\big\rVert_F^2\quad(\texttt{"batchmean"}),\qquad
               \big\lVert G_T - G_S\big\rVert_F^2\quad(\texttt{"sum"}).
     """
+    # $\lVert G_T - G_S\rVert_F^2$
     total = float(np.sum((g_t - g_s) ** 2))
+    # $\frac{1}{b^2}\lVert G_T - G_S\rVert_F^2$
     return total / g_s.shape[0] ** 2 if reduction == "batchmean" else total
 
 
@@ -99,11 +114,15 @@ def trace_form_pair_loss(q_s: np.ndarray, q_t: np.ndarray, eps: float = 1e-12, r
     cancels when the loss is small, so kdref offers it in float64 only.
     """
     def row_norms_sq(q):
+        # $r_i^2 = q_i^\top(Q^\top Q)\,q_i$
         return np.maximum(np.einsum("id,de,ie->i", q, q.T @ q, q), 0.0)
 
     r_t, r_s = np.sqrt(row_norms_sq(q_t)), np.sqrt(row_norms_sq(q_s))
+    # $m_i = \max(r_i, \epsilon)$
     m_t, m_s = np.maximum(r_t, eps), np.maximum(r_s, eps)
+    # $q_{T,i}^\top(Q_T^\top Q_S)\,q_{S,i}$
     cross = np.einsum("id,de,ie->i", q_t, q_t.T @ q_s, q_s)
+    # $\sum_i r_{T,i}^2/m_{T,i}^2 + r_{S,i}^2/m_{S,i}^2 - 2\,q_{T,i}^\top(Q_T^\top Q_S)\,q_{S,i}/(m_{T,i}m_{S,i})$
     total = float(np.sum((r_t / m_t) ** 2 + (r_s / m_s) ** 2 - 2.0 * cross / (m_t * m_s)))
     return total / q_s.shape[0] ** 2 if reduction == "batchmean" else total
 
@@ -112,28 +131,16 @@ def trace_form_pair_loss(q_s: np.ndarray, q_t: np.ndarray, eps: float = 1e-12, r
 # The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
 
 
-def _check_layers_and_knobs(arguments, knobs) -> None:
-    """What no kind states: every student map has the batch size, dtype and device of
-    ``student[0]`` (each teacher map has those of its student map), ``eps`` > 0, and the trace form
-    only with ``p = 2``, ``zero_rows="mask_grad"`` and float64 inputs."""
-    first = arguments["student"][0]
-    for k, x in enumerate(arguments["student"][1:], start=1):
-        if getattr(x, "device", None) != getattr(first, "device", None):
-            raise ValueError(f"student[{k}] must be on the device of student[0] ({first.device}), got {x.device}")
-        if x.shape[0] != first.shape[0]:
-            raise ValueError(f"student[{k}] must have the batch size of student[0] ({first.shape[0]}), "
-                             f"got shape {tuple(x.shape)}")
-        if x.dtype != first.dtype:
-            raise TypeError(f"student[{k}] must have the dtype of student[0] ({first.dtype}), got {x.dtype}")
-    if knobs["eps"] <= 0:
-        raise ValueError(f"eps must be > 0, got {knobs['eps']}")
+def _check_trace_form(arguments, knobs) -> None:
+    """What no kind states: the trace form only with ``p = 2``, ``zero_rows="mask_grad"`` and
+    float64 inputs."""
     if knobs["trace_form"]:
         if knobs["p"] != 2:
             raise ValueError("trace_form=True needs p=2: an L1 row norm has no trace form")
         if knobs["zero_rows"] != "mask_grad":
             raise ValueError("trace_form=True supports zero_rows='mask_grad' only")
-        dtype = str(first.dtype)
-        if dtype != "float64" and not dtype.endswith(".float64"):
+        first = arguments["student"][0]
+        if str(first.dtype).removeprefix("torch.") != "float64":
             raise ValueError(f"trace_form=True needs float64 inputs (its 2b − 2Σcos cancels in lower precision), "
                              f"got {first.dtype}")
 
@@ -141,14 +148,15 @@ def _check_layers_and_knobs(arguments, knobs) -> None:
 SP_LOSS = Declaration(
     name="sp_loss",
     args=(
-        Arg("student", "embeddings_list", "the student's activation maps, one per layer pair"),
+        Arg("student", "embeddings_list", "the student's activation maps, one per layer pair, on one batch",
+            items_alike=True),
         Arg("teacher", "embeddings_list", "the teacher's activation maps, one per student map, a constant target; "
             "widths may differ between the two networks and between layers", like="student", match="batch"),
     ),
     knobs=(
         Knob("p", 2, "the row normalisation's norm, 2 (the paper) or 1 (torchdistill)", choices=(1, 2)),
         Knob("eps", 1e-12, r"the normalisation's floor, :math:`G_{[i,:]}=\tilde G_{[i,:]}/\max(\lVert\cdot\rVert_p,"
-             r"\epsilon)`; it must be > 0", low=0.0),
+             r"\epsilon)`", low=0.0, open_low=True),
         Knob("reduction", "batchmean", "per layer pair, ``\"batchmean\"`` (:math:`\\div b^2`) or ``\"sum\"``",
              choices=("batchmean", "sum")),
         Knob("layer_reduction", "sum", "over the pairs, ``\"sum\"`` or ``\"mean\"`` (KD-Zoo)", choices=("sum", "mean")),
@@ -172,7 +180,7 @@ SP_LOSS = Declaration(
         "torchdistill": "row-wise L1 normalisation (torchdistill passes p=1 to F.normalize); "
                         "reduction 'batchmean' (/ b²) or 'sum'",
     },
-    check=_check_layers_and_knobs,
+    check=_check_trace_form,
 )
 
 
@@ -200,14 +208,24 @@ def sp_loss(student: list[np.ndarray], teacher: list[np.ndarray], *, p: int, eps
       0.076180556
       >>> print(f"{sp_loss([S_A], [T_A], convention='torchdistill', reduction='sum'):.8g}")
       1.2188889
+
+    References:
+      Tung, Mori. *Similarity-Preserving Knowledge Distillation.* ICCV 2019, arXiv:1907.09682
+      (the equations reconstructed; RepDistiller's author-verified ``Similarity`` agrees).
+
+    .. seealso:: :func:`similarity_matrix` for one layer's :math:`G`, and :func:`trace_form_pair_loss`
+       for the form without a :math:`b\times b` matrix.
     """
     # zero_rows changes the gradient only (the torch side's); the value is the same either way
+    # $Q_S^{(l')}$, $Q_T^{(l)}$: one row per sample
     q_s = [q.astype(np.float64) for q in student]
     q_t = [q.astype(np.float64) for q in teacher]
     if trace_form:
         terms = [trace_form_pair_loss(s, t, eps, reduction) for s, t in zip(q_s, q_t, strict=True)]
     else:
+        # $\frac{1}{b^2}\lVert G_T^{(l)} - G_S^{(l')}\rVert_F^2$ for each pair $(l, l')$
         terms = [sp_pair_loss(similarity_matrix(s, p, eps), similarity_matrix(t, p, eps), reduction)
                  for s, t in zip(q_s, q_t, strict=True)]
+    # $\sum_{(l,l')\in\mathcal I}$
     total = float(np.sum(terms))
     return total / len(terms) if layer_reduction == "mean" else total

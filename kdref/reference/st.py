@@ -1,15 +1,32 @@
 r"""ST — soft targets (Hinton, Vinyals & Dean, 2015), NumPy reference.
 
-The teacher's class probabilities, softened by a temperature :math:`T`, are the targets for the
-student's softened probabilities. Eq. 1 of the paper is the softmax with temperature,
+**The idea.** A trained classifier's output distribution says more than its top class: the small
+probabilities it gives the wrong classes tell how alike the classes look to it. Dividing the logits
+by a temperature :math:`T > 1` before the softmax softens the distribution and brings these
+secondary probabilities out. The student is trained to match the teacher's softened distribution
+at the same :math:`T`, usually together with the ordinary cross-entropy on the labels; what is
+transferred is the teacher's whole distribution over classes, not only its answer. The soft term's
+gradient shrinks as :math:`1/T^2`, so it is multiplied by :math:`T^2` to keep both terms on the
+same scale.
 
-.. math:: q_i = \frac{\exp(z_i/T)}{\sum_j \exp(z_j/T)},
+**The paper's equations.** Eq. 1 **[paper]**, the softmax with temperature, applied to the
+student logits :math:`z` (giving :math:`q`) and to the teacher logits :math:`v` (giving :math:`p`):
 
-applied to the student logits :math:`z` (giving :math:`q`) and the teacher logits :math:`v`
-(giving :math:`p`). The paper's soft term is the cross-entropy :math:`\mathcal H(p, q)`, multiplied
-by :math:`T^2` so that its gradient, which scales as :math:`1/T^2` (eq. 2), stays comparable to the
-hard-label term. Every popular library uses :math:`\mathrm{KL}(p\Vert q) = \mathcal H(p,q) - \mathcal H(p)`
-instead: same gradient, zero at a perfect match. Both are available here as conventions.
+.. math:: q_i = \frac{\exp(z_i/T)}{\sum_j \exp(z_j/T)}.
+
+The objective **[paper]** (§2, in prose; the formula is a transcription of it): a weighted sum of
+the cross-entropy with the soft targets at temperature :math:`T` and the cross-entropy with the
+correct labels at :math:`T = 1`, the soft term multiplied by :math:`T^2`,
+
+.. math:: \mathcal L = w_{\text{soft}}\,T^2\,\mathcal H\big(p^{(T)}, q^{(T)}\big)
+    + w_{\text{hard}}\,\big(-\log q^{(1)}_y\big),\qquad
+    \mathcal H(p, q) = -\sum_i p_i \log q_i,\qquad w_{\text{hard}} \ll w_{\text{soft}}.
+
+Eq. 2 **[paper]**, the gradient of the soft cross-entropy :math:`C` with respect to a student logit,
+:math:`\partial C/\partial z_i = (q_i - p_i)/T` (a property the proof checks, not a line of code).
+Every popular library **[code]** uses :math:`\mathrm{KL}(p\Vert q) = \mathcal H(p, q) - \mathcal H(p)`
+instead of :math:`\mathcal H(p, q)`: the same gradient, zero at a perfect match. Both are
+conventions here.
 """
 
 from __future__ import annotations
@@ -34,8 +51,13 @@ __all__ = [
     "torchdistill_kd_loss",
 ]
 
+# ---------------------------------------------------------------------------------------------
+# The paper's math, in equation order
+
+
 def softened_log_probs(z: np.ndarray, T: float) -> np.ndarray:
-    r"""Eq. 1 in log space: :math:`\log q_i = z_i/T - \log\sum_j \exp(z_j/T)`.
+    r"""Eq. 1 in log space: :math:`\log q_i = z_i/T - \log\sum_j \exp(z_j/T)` (log-sum-exp, finite
+    for logits of any size).
 
     Args:
       z: logits, ``[N, C]``.
@@ -44,52 +66,63 @@ def softened_log_probs(z: np.ndarray, T: float) -> np.ndarray:
     Returns:
       log-probabilities, ``[N, C]``.
     """
+    # $\log q_i = \log\big(\exp(z_i/T) / \sum_j \exp(z_j/T)\big)$  (eq. 1)
     return log_softmax(z / T, axis=-1)
 
 
-def soft_kl_per_sample(student: np.ndarray, teacher: np.ndarray, T: float) -> np.ndarray:
-    r""":math:`\mathrm{KL}(p_n\Vert q_n) = \sum_i p_{ni}\,(\log p_{ni} - \log q_{ni})` per sample.
+def soft_ce_per_sample(z: np.ndarray, v: np.ndarray, T: float) -> np.ndarray:
+    r"""The paper's soft term (§2): :math:`\mathcal H(p_n, q_n) = -\sum_i p_{ni}\log q_{ni}` per sample.
 
-    :math:`p` is the teacher's and :math:`q` the student's softened distribution. Both logs come
-    from :func:`softened_log_probs`, so a teacher probability that underflows to 0 contributes
-    :math:`0\cdot\log 0 = 0`.
+    :math:`q` is the student's softened distribution (logits :math:`z`), :math:`p` the teacher's
+    (logits :math:`v`).
 
     Returns:
       ``[N]``.
     """
-    log_p = softened_log_probs(teacher, T)
-    log_q = softened_log_probs(student, T)
+    # $p_i = \exp(v_i/T) / \sum_j \exp(v_j/T)$  (eq. 1, the teacher)
+    p = np.exp(softened_log_probs(v, T))
+    # $\mathcal H(p, q) = -\sum_i p_i \log q_i$
+    return -np.sum(p * softened_log_probs(z, T), axis=-1)
+
+
+def hard_ce_per_sample(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    r"""The paper's hard term (§2): the cross-entropy with the correct labels at :math:`T = 1`,
+    :math:`-\log q^{(1)}_{n,y_n}`.
+
+    Returns:
+      ``[N]``.
+    """
+    # $-\log q^{(1)}_y$
+    return -np.take_along_axis(log_softmax(z, axis=-1), y[:, None], axis=-1)[:, 0]
+
+
+def soft_kl_per_sample(z: np.ndarray, v: np.ndarray, T: float) -> np.ndarray:
+    r"""The libraries' soft term: :math:`\mathrm{KL}(p_n\Vert q_n) = \sum_i p_{ni}\,(\log p_{ni} - \log q_{ni})`
+    per sample, :math:`= \mathcal H(p_n, q_n) - \mathcal H(p_n)`.
+
+    Both logs come from :func:`softened_log_probs`, so a teacher probability that underflows to 0
+    contributes :math:`0\cdot\log 0 = 0`.
+
+    Returns:
+      ``[N]``.
+    """
+    # $\log p_i$, $\log q_i$  (eq. 1, teacher and student)
+    log_p = softened_log_probs(v, T)
+    log_q = softened_log_probs(z, T)
+    # $\mathrm{KL}(p\Vert q) = \sum_i p_i (\log p_i - \log q_i)$
     return np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def soft_ce_per_sample(student: np.ndarray, teacher: np.ndarray, T: float) -> np.ndarray:
-    r"""The paper's soft cross-entropy :math:`\mathcal H(p_n, q_n) = -\sum_i p_{ni}\log q_{ni}`.
-
-    Returns:
-      ``[N]``.
-    """
-    p = np.exp(softened_log_probs(teacher, T))
-    return -np.sum(p * softened_log_probs(student, T), axis=-1)
-
-
-def hard_ce_per_sample(student: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    r"""Cross-entropy with the correct labels at :math:`T = 1`: :math:`-\log q^{(1)}_{n,y_n}`.
-
-    Returns:
-      ``[N]``.
-    """
-    return -np.take_along_axis(log_softmax(student, axis=-1), labels[:, None], axis=-1)[:, 0]
-
-
-def _soft_term(student, teacher, T, divergence: str, reduction: str):
+def _soft_term(z, v, T, divergence: str, reduction: str):
     """The soft divergence per sample, reduced; ``"mean"`` divides by N·C like PyTorch's KL."""
-    per_sample = (soft_kl_per_sample if divergence == "kl" else soft_ce_per_sample)(student, teacher, T)
+    per_sample = (soft_kl_per_sample if divergence == "kl" else soft_ce_per_sample)(z, v, T)
     if reduction == "none":
         return per_sample
     if reduction == "sum":
         return float(np.sum(per_sample))
     if reduction == "mean":
-        return float(np.sum(per_sample) / student.size)
+        return float(np.sum(per_sample) / z.size)
+    # $\frac1N \sum_n$, the mean over the transfer cases
     return float(np.mean(per_sample))
 
 
@@ -154,6 +187,10 @@ TORCHDISTILL_KD_LOSS = Declaration(
 )
 
 
+# ---------------------------------------------------------------------------------------------
+# The public losses
+
+
 @SOFT_TARGET_LOSS.implement(NUMPY)
 def soft_target_loss(student: np.ndarray, teacher: np.ndarray, T: float, *, divergence: str,
                      temperature_squared: bool, reduction: str):
@@ -175,6 +212,8 @@ def soft_target_loss(student: np.ndarray, teacher: np.ndarray, T: float, *, dive
       0.28855901
       >>> print(f"{soft_target_loss(s, t, T=4.0, convention='paper'):.7g}")
       17.76653
+      >>> print(f"{soft_target_loss(s, t, T=4.0, convention='kl'):.8g}")
+      0.018034938
 
     References:
       Hinton, Vinyals, Dean. *Distilling the Knowledge in a Neural Network*, arXiv:1503.02531, §2.
@@ -182,7 +221,9 @@ def soft_target_loss(student: np.ndarray, teacher: np.ndarray, T: float, *, dive
     .. seealso:: :func:`hinton_kd_objective` adds the hard-label term;
        :func:`torchdistill_kd_loss` reproduces torchdistill's ``KDLoss``.
     """
+    # $\frac1N\sum_n \mathrm{KL}(p_n\Vert q_n)$, or $\frac1N\sum_n \mathcal H(p_n, q_n)$ for "paper"
     loss = _soft_term(student, teacher, T, divergence, reduction)
+    # $T^2 \cdot$ the soft term
     return loss * T**2 if temperature_squared else loss
 
 
@@ -198,6 +239,9 @@ def hinton_kd_objective(student: np.ndarray, teacher: np.ndarray, labels: np.nda
     reduced over the batch. The paper gives no numbers for the weights, only that the hard term
     should weigh "considerably lower".
 
+    Returns:
+      a float, or ``[N]`` for ``reduction="none"``.
+
     Examples:
       >>> import numpy as np
       >>> s = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
@@ -206,9 +250,14 @@ def hinton_kd_objective(student: np.ndarray, teacher: np.ndarray, labels: np.nda
       >>> print(f"{hinton_kd_objective(s, t, y, T=4.0, soft_weight=1.0, hard_weight=0.5):.8g}")
       18.303759
 
+    References:
+      Hinton, Vinyals, Dean. *Distilling the Knowledge in a Neural Network*, arXiv:1503.02531, §2.
+
     .. seealso:: :func:`soft_target_loss`, the soft term alone.
     """
+    # $\mathcal H(p_n, q_n)$ (or $\mathrm{KL}(p_n\Vert q_n)$ for "kl")
     soft = _soft_term(student, teacher, T, divergence, "none")
+    # $\mathcal L_n = w_{\text{soft}}\,T^2\,\mathcal H(p_n, q_n) + w_{\text{hard}}\,(-\log q^{(1)}_{n,y_n})$
     per_sample = soft_weight * T**2 * soft + hard_weight * hard_ce_per_sample(student, labels)
     if reduction == "none":
         return per_sample
@@ -228,17 +277,31 @@ def torchdistill_kd_loss(student: np.ndarray, teacher: np.ndarray, T: float, lab
     otherwise the soft term alone, **without** :math:`T^2`. Note that :math:`\alpha` weighs the
     hard-label term.
 
+    Returns:
+      a float.
+
     Examples:
       >>> import numpy as np
       >>> s = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
       >>> t = np.array([[1.5, 1.0, 2.0], [0.0, 0.0, 1.0]])
       >>> print(f"{torchdistill_kd_loss(s, t, 4.0, np.array([2, 0]), alpha=0.5):.8g}")
       0.68150882
+      >>> print(f"{torchdistill_kd_loss(s, t, 4.0, None, None, beta=1.0):.8g}")
+      0.018034938
+
+    References:
+      torchdistill ``torchdistill/losses/mid_level.py``, ``KDLoss`` (snapshot ``3e4373c``).
+
+    .. seealso:: :func:`soft_target_loss` with ``convention="kl_t2"``, the soft term with :math:`T^2`.
     """
+    # $\mathrm{KL}_{\text{red}}(p\Vert q)$, reduced as torchdistill's KL-divergence module does
     kl = _soft_term(student, teacher, T, "kl", reduction)
     if alpha is None or alpha == 0 or labels is None:
         return kl
+    # $\beta = 1 - \alpha$ unless given
     beta = 1.0 - alpha if beta is None else beta
+    # $\mathrm{CE}(z, y)$, averaged unless reduction="sum"
     hard = hard_ce_per_sample(student, labels)
     hard = float(np.sum(hard) if reduction == "sum" else np.mean(hard))
+    # $\alpha\,\mathrm{CE} + \beta\,T^2\,\mathrm{KL}$
     return alpha * hard + beta * T**2 * kl

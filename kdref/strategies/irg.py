@@ -1,33 +1,27 @@
-"""Strategies for IRG: a list of layers per network (flattened embeddings ``[N, d]`` or ``[N, C, H, W]``
-maps, widths free between the networks), logits ``[N, K]``, transformation pairs whose two layers can
-be matched, and the knobs.
-
-Value draws take each layer from :func:`kdref.strategies.embeddings.embeddings`: N = 1, 2, 3 often,
-duplicated instances, a collapsed batch, all-zero rows, a large common offset. Gradient draws are
-smooth points: the plain and offset patterns plus a small seeded jitter, so that no two instances
-coincide and no two edges tie for the batch maximum (where the max normaliser has a kink).
-"""
+"""Strategies for IRG: a list of layers per network (``[N, d]`` or ``[N, C, H, W]``, from the patterns
+of :func:`kdref.strategies.embeddings.embeddings`), logits ``[N, K]``, transformation pairs whose two
+layers can be matched, and the knobs. Gradient draws add a small seeded jitter to the smooth patterns,
+so that no two instances coincide and no two edges tie for the batch maximum (a kink of the max)."""
 
 from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
 
+from kdref.reference import irg as ref
 from kdref.strategies.embeddings import embeddings
 
 __all__ = ["irg_inputs", "irg_layers"]
 
-_PRESET_MODE = {"paper": "one_to_many", "kdzoo": "one_to_one", "official": "one_to_one"}
-#: the matching rule each convention's draws use (KD-Zoo's layers need its own rule)
-_MATCH = {"paper": "none", "kdzoo": "kdzoo", "official": "none"}
-
 
 @st.composite
 def _layer(draw, n: int, shape: tuple[int, ...], gradient: bool, jitter) -> np.ndarray:
-    """One layer ``[n, *shape]`` from the embedding patterns (applied to the flattened rows)."""
+    """One layer ``[n, *shape]`` from the embedding patterns (applied to the flattened rows). A
+    gradient draw is centred: an offset of 10 on one layer of a transformation pair and none on the
+    other makes Λ ~ 1e5, where gradcheck's finite differences (step 1e-6) err by ~1e-4."""
     x = draw(embeddings(n, int(np.prod(shape)), gradient=gradient))
     if gradient:
-        x = x + 0.05 * jitter.standard_normal(x.shape)
+        x = x - x.mean() + 0.05 * jitter.standard_normal(x.shape)
     return x.reshape(n, *shape)
 
 
@@ -40,17 +34,10 @@ def _pair_shapes(draw, kdzoo: bool, gradient: bool) -> tuple[tuple[int, ...], tu
         d = draw(st.integers(1, 3 if gradient else 5))
         return (d,), (d,)
     c1 = draw(st.integers(1, 2))
-    c2 = c1 * draw(st.sampled_from([1, 2]))
-    h2, w2 = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    if draw(st.booleans()):
-        h1, w1 = h2 + draw(st.integers(1, 2)), w2 + draw(st.integers(0, 1))
-    else:
-        h1, w1 = h2, w2
-    first, second = (c1, h1, w1), (c2, h2, w2)
-    if h1 == w1 == 1 and draw(st.booleans()):
-        first = (c1,)
-    if h2 == w2 == 1 and draw(st.booleans()):
-        second = (c2,)
+    c2, h2, w2 = c1 * draw(st.sampled_from([1, 2])), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    h1, w1 = (h2 + draw(st.integers(1, 2)), w2 + draw(st.integers(0, 1))) if draw(st.booleans()) else (h2, w2)
+    first = (c1,) if h1 == w1 == 1 and draw(st.booleans()) else (c1, h1, w1)
+    second = (c2,) if h2 == w2 == 1 and draw(st.booleans()) else (c2, h2, w2)
     return first, second
 
 
@@ -70,32 +57,23 @@ def irg_inputs(draw, convention: str = "paper", *, gradient: bool = False, knobs
     ``[N, K]`` (the teacher's sometimes the student's), and often ``transformations`` over the first
     two layers (a pair, or a 4-tuple naming teacher and student layers). With ``knobs``, sometimes the
     weights λ (0 included) and, for ``"paper"``, the mode, the matching rule and other knobs."""
-    max_n = 4 if gradient else 6
-    n = draw(st.one_of(st.sampled_from([1, 2, 3]), st.integers(1, max_n)))
+    n = draw(st.one_of(st.sampled_from([1, 2, 3]), st.integers(1, 4 if gradient else 6)))
     jitter = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    inputs: dict = {}
-    mode = _PRESET_MODE[convention]
-    match = _MATCH[convention]
+    preset, inputs = ref.IRG_LOSS.resolve(convention), {}
+    mode, match = preset["mode"], preset["match"]
     if knobs and convention == "paper":
-        mode = draw(st.sampled_from(["one_to_many", "one_to_one"]))
-        inputs["mode"] = mode
-        if draw(st.integers(0, 2)) == 0:
-            match = "kdzoo"
-        if draw(st.integers(0, 3)) == 0:
-            inputs["normalize"] = "max"
-        if draw(st.integers(0, 3)) == 0:
-            inputs["reduction"] = draw(st.sampled_from(["mean", "caffe"]))
-        if draw(st.integers(0, 3)) == 0:
-            inputs["layer_reduction"] = "mean"
+        mode = inputs["mode"] = draw(st.sampled_from(["one_to_many", "one_to_one"]))
+        match = "kdzoo" if draw(st.integers(0, 2)) == 0 else match
+        for name, values in (("normalize", ["max"]), ("reduction", ["mean", "caffe"]), ("layer_reduction", ["mean"])):
+            if draw(st.integers(0, 3)) == 0:
+                inputs[name] = draw(st.sampled_from(values))
     transform = draw(st.integers(0, 2)) > 0
     k_s = draw(st.integers(2 if transform else 1, 2 if gradient else 3))
     k_t = k_s if mode == "one_to_one" else draw(st.integers(2 if transform else 1, 2 if gradient else 3))
-    student = draw(irg_layers(n, k_s, pair=transform, kdzoo=match == "kdzoo", gradient=gradient, jitter=jitter))
-    if not gradient and mode == "one_to_one" and draw(st.integers(0, 5)) == 0:
-        teacher = [f.copy() for f in student]
-    else:
-        teacher = draw(irg_layers(n, k_t, pair=transform, kdzoo=match == "kdzoo", gradient=gradient,
-                                  jitter=jitter))
+    layers = {"pair": transform, "kdzoo": match == "kdzoo", "gradient": gradient, "jitter": jitter}
+    student = draw(irg_layers(n, k_s, **layers))
+    copy = not gradient and mode == "one_to_one" and draw(st.integers(0, 5)) == 0
+    teacher = [f.copy() for f in student] if copy else draw(irg_layers(n, k_t, **layers))
     k = draw(st.integers(1, 4))
     student_logits = draw(_layer(n, (k,), gradient, jitter))
     teacher_logits = student_logits.copy() if not gradient and draw(st.integers(0, 5)) == 0 else \

@@ -7,17 +7,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-__all__ = [
-    "dml_inputs",
-    "hinton_inputs",
-    "labels",
-    "logit_pairs",
-    "logits",
-    "logits_inputs",
-    "st_inputs",
-    "temperatures",
-    "torchdistill_inputs",
-]
+__all__ = ["dml_inputs", "hinton_inputs", "labels", "logit_pairs", "logits", "logits_inputs", "st_inputs",
+           "temperatures", "torchdistill_inputs"]
 
 #: scales of the [-10, 10] base values: logits up to ±10, ±0.01, ±300 and ±1e4
 _MAGNITUDES = (1.0, 1e-3, 30.0, 1e3)
@@ -36,25 +27,20 @@ def logit_pairs(draw, *, min_n: int = 1, max_n: int = 8, min_c: int = 2, max_c: 
                 max_magnitude: float = 1e4) -> tuple[np.ndarray, np.ndarray]:
     """A student and a teacher of one shape. The teacher is independent, equal to the student,
     the student shifted by a per-row constant, or the student plus a small perturbation."""
-    n = draw(st.integers(min_n, max_n))
-    c = draw(st.integers(min_c, max_c))
+    n, c = draw(st.integers(min_n, max_n)), draw(st.integers(min_c, max_c))
     student = draw(logits(n, c, max_magnitude=max_magnitude))
-    relation = draw(st.sampled_from(["independent", "equal", "shifted", "perturbed"]))
-    if relation == "independent":
-        teacher = draw(logits(n, c, max_magnitude=max_magnitude))
-    elif relation == "equal":
-        teacher = student.copy()
-    elif relation == "shifted":
-        teacher = student + draw(hnp.arrays(np.float64, (n, 1), elements=st.floats(-5, 5)))
-    else:
-        teacher = student + draw(hnp.arrays(np.float64, (n, c), elements=st.floats(-1e-3, 1e-3)))
+    teacher = draw(st.one_of(
+        logits(n, c, max_magnitude=max_magnitude),  # independent
+        st.just(student.copy()),  # equal
+        hnp.arrays(np.float64, (n, 1), elements=st.floats(-5, 5)).map(lambda shift: student + shift),
+        hnp.arrays(np.float64, (n, c), elements=st.floats(-1e-3, 1e-3)).map(lambda noise: student + noise),
+    ))
     return student, teacher
 
 
 def temperatures(*, gradient: bool = False) -> st.SearchStrategy[float]:
     """Temperatures the literature uses, plus arbitrary ones in [0.1, 50]."""
-    return st.one_of(st.sampled_from([0.5, 1.0, 2.0, 4.0, 20.0]),
-                     st.floats(0.5 if gradient else 0.1, 50.0))
+    return st.one_of(st.sampled_from([0.5, 1.0, 2.0, 4.0, 20.0]), st.floats(0.5 if gradient else 0.1, 50.0))
 
 
 def labels(n: int, c: int) -> st.SearchStrategy[np.ndarray]:
@@ -66,21 +52,23 @@ def _max_magnitude(gradient: bool) -> float:
     return 10.0 if gradient else 1e4
 
 
-@st.composite
-def st_inputs(draw, *, gradient: bool = False) -> dict:
+def logits_inputs(*, gradient: bool = False) -> st.SearchStrategy[dict]:
+    """``student`` and ``teacher`` for :func:`kdref.reference.logits.logit_regression_loss`."""
+    return logit_pairs(max_magnitude=_max_magnitude(gradient)).map(lambda p: {"student": p[0], "teacher": p[1]})
+
+
+def st_inputs(*, gradient: bool = False) -> st.SearchStrategy[dict]:
     """``student``, ``teacher`` and ``T`` for :func:`kdref.reference.st.soft_target_loss`."""
-    student, teacher = draw(logit_pairs(max_magnitude=_max_magnitude(gradient)))
-    return {"student": student, "teacher": teacher, "T": draw(temperatures(gradient=gradient))}
+    return st.builds(lambda x, T: {**x, "T": T}, logits_inputs(gradient=gradient), temperatures(gradient=gradient))
 
 
 @st.composite
 def hinton_inputs(draw, *, gradient: bool = False) -> dict:
     """:func:`st_inputs` plus ``labels``, ``soft_weight`` and ``hard_weight``."""
     inputs = draw(st_inputs(gradient=gradient))
-    inputs["labels"] = draw(labels(*inputs["student"].shape))
-    inputs["soft_weight"] = draw(st.floats(0.0, 2.0))
-    inputs["hard_weight"] = draw(st.floats(0.0, 2.0))
-    return inputs
+    weights = st.floats(0.0, 2.0)
+    return {**inputs, "labels": draw(labels(*inputs["student"].shape)), "soft_weight": draw(weights),
+            "hard_weight": draw(weights)}
 
 
 @st.composite
@@ -89,16 +77,8 @@ def torchdistill_inputs(draw, *, gradient: bool = False) -> dict:
     inputs = draw(st_inputs(gradient=gradient))
     if draw(st.booleans()):
         inputs["labels"] = draw(labels(*inputs["student"].shape))
-    inputs["alpha"] = draw(st.sampled_from([None, 0.0, 0.1, 0.5, 0.9]))
-    inputs["beta"] = draw(st.one_of(st.none(), st.floats(0.0, 1.0)))
-    return inputs
-
-
-@st.composite
-def logits_inputs(draw, *, gradient: bool = False) -> dict:
-    """``student`` and ``teacher`` for :func:`kdref.reference.logits.logit_regression_loss`."""
-    student, teacher = draw(logit_pairs(max_magnitude=_max_magnitude(gradient)))
-    return {"student": student, "teacher": teacher}
+    return {**inputs, "alpha": draw(st.sampled_from([None, 0.0, 0.1, 0.5, 0.9])),
+            "beta": draw(st.one_of(st.none(), st.floats(0.0, 1.0)))}
 
 
 @st.composite
@@ -107,6 +87,4 @@ def dml_inputs(draw, *, gradient: bool = False, with_labels: bool = False, max_p
     z_self, first_peer = draw(logit_pairs(max_magnitude=_max_magnitude(gradient)))
     more = draw(st.lists(logits(*z_self.shape, max_magnitude=_max_magnitude(gradient)), max_size=max_peers - 1))
     inputs = {"z_self": z_self, "z_peers": [first_peer, *more]}
-    if with_labels:
-        inputs["labels"] = draw(labels(*z_self.shape))
-    return inputs
+    return {**inputs, "labels": draw(labels(*z_self.shape))} if with_labels else inputs

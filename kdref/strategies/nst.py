@@ -63,15 +63,15 @@ def nst_inputs(draw, *, gradient: bool = False, knobs: bool = True, spatial_rule
     else:
         student, teacher = draw(feature_pairs())
         n, c_t, h, w = teacher.shape
-        if draw(st.integers(0, 5)) == 0:
-            which = draw(st.sampled_from(["student", "teacher"]))
-            student, teacher = (student * 1e6, teacher) if which == "student" else (student, teacher * 1e6)
+        if draw(st.integers(0, 5)) == 0:  # one of the two scaled by 1e6
+            scale_s, scale_t = draw(st.sampled_from([(1e6, 1.0), (1.0, 1e6)]))
+            student, teacher = student * scale_s, teacher * scale_t
     inputs = {"student": student, "teacher": teacher}
     if not knobs:
         return inputs
     if mismatch:
-        h_t, w_t = draw(st.integers(1, 4 if not gradient else 3)), draw(st.integers(1, 4 if not gradient else 3))
-        shape = (n, c_t, h_t, w_t)
+        largest = 3 if gradient else 4
+        shape = (n, c_t, draw(st.integers(1, largest)), draw(st.integers(1, largest)))
         inputs["teacher"] = draw(well_conditioned_maps(shape, same_sign=True) if gradient else feature_maps(shape))
         inputs["spatial"] = draw(st.sampled_from(["interpolate", "avgpool"]))
     inputs.update(draw(nst_kernels(n, kernels=kernels)))

@@ -12,33 +12,28 @@ from kdref.strategies.embeddings import embedding_pairs
 
 __all__ = ["pkt_inputs", "well_posed_rows"]
 
-#: the smallest cosine kept between two samples: K ≥ 0.01, so float32's ~1e-7 error in a cosine
-#: stays a small relative error of every kernel value (near an antipode it is not: see the tests)
-_MIN_COSINE = -0.98
-
 
 def well_posed_rows(x: np.ndarray, *, nonzero: bool, smooth: bool) -> np.ndarray:
     """``x`` (``[N, ...]``) moved away from the points where the loss is ill-conditioned, keeping its
     pattern (duplicates stay duplicates, a collapsed batch stays collapsed):
 
-    - no two samples nearly antipodal (cosine below -0.98): such a batch is replaced by its
+    - no two samples nearly antipodal (cosine below -0.98, so K ≥ 0.01 and float32's ~1e-7 error in
+      a cosine stays a small relative error of every kernel value): such a batch is replaced by its
       absolute values (a cosine of −1 makes the paper's KL infinite and the official one ~1/ε
-      sensitive to rounding);
+      sensitive to rounding; the tests check antipodes);
     - ``nonzero``: no row that is zero, or zero once rounded to float32 (the loss with ``eps = 0``
       refuses it); such a row becomes all ones;
     - ``smooth``: every row has norm ≥ 0.25 (finite differences resolve the curvature ~1/‖x‖²,
       and stay far from ε's scale); a shorter row is shifted by +0.5.
     """
     flat = x.reshape(x.shape[0], -1).copy()
-    largest = np.max(np.abs(flat), axis=1)
     if nonzero:
-        flat[largest < 1e-30] = 1.0
+        flat[np.max(np.abs(flat), axis=1) < 1e-30] = 1.0
     if smooth:
-        short = np.linalg.norm(flat, axis=1) < 0.25
-        flat[short] += 0.5
+        flat[np.linalg.norm(flat, axis=1) < 0.25] += 0.5
     norms = np.linalg.norm(flat, axis=1, keepdims=True)
     unit = flat / np.where(norms > 0, norms, 1.0)
-    if np.min(unit @ unit.T, initial=1.0) < _MIN_COSINE:
+    if np.min(unit @ unit.T, initial=1.0) < -0.98:
         flat = np.abs(flat)
     return flat.reshape(x.shape)
 
@@ -47,15 +42,11 @@ def well_posed_rows(x: np.ndarray, *, nonzero: bool, smooth: bool) -> np.ndarray
 def pkt_inputs(draw, convention: str = "paper", *, gradient: bool = False, min_n: int | None = None,
                max_n: int = 6, knobs: bool = True) -> dict:
     """Keyword arguments of ``pkt_loss`` for ``convention``: ``student`` ``[N, D_s]`` (sometimes
-    ``[N, a, b]``) and ``teacher`` ``[N, D_t]``, ``D ≤ 5``, ``N`` from 1 (2 without the
-    self-pairs) to ``max_n``, the smallest drawn often; the teacher is sometimes the student.
-
-    Rows are passed through :func:`well_posed_rows`: with ``eps = 0`` (``"paper"``) no zero row,
-    and with ``gradient`` rows of norm ≥ 0.25 (for gradcheck and finite differences). The
-    official conventions keep their all-zero rows in value draws. With ``knobs``, sometimes a
-    ``reduction``; ``"none"`` (a ``[N]`` result) only in value draws, since the properties compare
-    whole losses.
-    """
+    ``[N, a, b]``) and ``teacher`` ``[N, D_t]``, ``D ≤ 5``, ``N`` from 1 (2 without the self-pairs)
+    to ``max_n``, the smallest drawn often; the teacher is sometimes the student. Rows pass through
+    :func:`well_posed_rows` (the official conventions keep their all-zero rows in value draws). With
+    ``knobs``, sometimes a ``reduction``; ``"none"`` (a ``[N]`` result) only in value draws, since
+    the properties compare whole losses."""
     preset = PKT_LOSS.resolve(convention)
     fewest = 1 if preset["include_self"] else 2
     student, teacher = draw(embedding_pairs(min_n=max(fewest, min_n or fewest), max_n=max_n, max_d=5,
@@ -63,11 +54,6 @@ def pkt_inputs(draw, convention: str = "paper", *, gradient: bool = False, min_n
     same = student.shape == teacher.shape and np.array_equal(student, teacher)
     rows = {"nonzero": preset["eps"] == 0, "smooth": gradient}
     student = well_posed_rows(student, **rows)
-    teacher = student.copy() if same else well_posed_rows(teacher, **rows)
-    inputs = {"student": student, "teacher": teacher}
-    if knobs:
-        choices = [None, "sum", "mean"] + ([] if gradient else ["none"])
-        reduction = draw(st.sampled_from(choices))
-        if reduction is not None:
-            inputs["reduction"] = reduction
-    return inputs
+    inputs = {"student": student, "teacher": student.copy() if same else well_posed_rows(teacher, **rows)}
+    reduction = draw(st.sampled_from([None, "sum", "mean"] + ([] if gradient else ["none"]))) if knobs else None
+    return inputs if reduction is None else {**inputs, "reduction": reduction}

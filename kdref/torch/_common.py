@@ -240,7 +240,9 @@ class _TorchBackend:
     @staticmethod
     def as_mapping(name: str, x) -> dict:
         if isinstance(x, torch.nn.Module):
-            return {**dict(x.named_parameters()), **dict(x.named_buffers())}
+            # BatchNorm's step counter (an integer) is bookkeeping, not an input of a loss
+            buffers = {k: b for k, b in x.named_buffers() if k.rpartition(".")[2] != "num_batches_tracked"}
+            return {**dict(x.named_parameters()), **buffers}
         if not isinstance(x, Mapping):
             raise TypeError(f"{name} must be an nn.Module or a mapping of names to tensors, got {type(x).__name__}")
         return dict(x)

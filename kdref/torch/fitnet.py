@@ -5,7 +5,7 @@ same conventions and regressor geometry. The hint loss is one fused squared-erro
 (``F.mse_loss(reduction="sum")``, which keeps no residual tensor for the backward pass) times the
 convention's constant; the regressor is a functional twin of the reference (:func:`regressor`,
 built on ``F.conv2d`` / ``F.conv_transpose2d`` / ``F.linear`` and ``F.batch_norm``) that the
-learnable :class:`HintRegressor` calls with its own parameters, so that the module is proven
+learnable :class:`HintRegressor` calls with itself as the parameters, so that the module is proven
 through the function. The teacher hint is detached; half-precision inputs are computed in
 float32, the regressor included (autocast is switched off around it).
 """
@@ -20,6 +20,7 @@ from kdref.reference.fitnet import (
     _BN_EPS,
     ACTIVATIONS,
     HINT_LOSS,
+    PARAMETERS,
     REGRESSED_HINT_LOSS,
     RegressorGeometry,
     _default_activation,
@@ -29,6 +30,9 @@ from kdref.reference.fitnet import (
 from kdref.torch._common import TORCH, accumulation_dtype
 
 __all__ = ["HintRegressor", "RegressedHintLoss", "hint_loss", "regressed_hint_loss", "regressor"]
+
+#: BatchNorm's running statistics among a module's tensors
+_RUNNING = PARAMETERS[4:]
 
 
 def _reduce(r_s: torch.Tensor, u_t: torch.Tensor, half: bool, reduction: str) -> torch.Tensor:
@@ -68,9 +72,11 @@ def hint_loss(r_s: torch.Tensor, u_t: torch.Tensor, *, half: bool, reduction: st
     return _reduce(r_s.to(dtype), u_t.detach().to(dtype), half, reduction)
 
 
-def _apply(v_g, weight, bias, geometry: RegressorGeometry, activation: str, bn_weight, bn_bias, bn_eps: float,
-           running_mean, running_var, momentum: float, training: bool) -> torch.Tensor:
-    """The regressor on validated tensors of one dtype: layer, BatchNorm, activation."""
+def _apply(v_g, params, geometry: RegressorGeometry, activation: str, bn_eps: float, momentum: float,
+           training: bool) -> torch.Tensor:
+    """The regressor on validated tensors of one dtype: layer, BatchNorm, activation. BatchNorm's
+    running statistics, where ``params`` hold them, are updated in training mode and used otherwise."""
+    weight, bias = params.get("layer.weight"), params.get("layer.bias")
     if geometry.layer == "identity":
         z = v_g
     elif geometry.layer == "linear":
@@ -79,9 +85,10 @@ def _apply(v_g, weight, bias, geometry: RegressorGeometry, activation: str, bn_w
         z = F.conv2d(v_g, weight, bias, stride=geometry.stride, padding=geometry.padding)
     else:
         z = F.conv_transpose2d(v_g, weight, bias, stride=geometry.stride, padding=geometry.padding)
-    if bn_weight is not None:
-        z = F.batch_norm(z, running_mean, running_var, bn_weight, bn_bias, training=training or running_mean is None,
-                         momentum=momentum, eps=bn_eps)
+    if "bn.weight" in params:
+        running_mean, running_var = params.get("bn.running_mean"), params.get("bn.running_var")
+        z = F.batch_norm(z, running_mean, running_var, params["bn.weight"], params["bn.bias"],
+                         training=training or running_mean is None, momentum=momentum, eps=bn_eps)
     if activation == "relu":
         return torch.relu(z)
     if activation == "maxout":
@@ -90,79 +97,57 @@ def _apply(v_g, weight, bias, geometry: RegressorGeometry, activation: str, bn_w
     return z
 
 
-def regressor(
-    v_g: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    *,
-    out_shape,
-    kind: str = "conv_valid",
-    activation: str | None = None,
-    pieces: int = 1,
-    bn_weight: torch.Tensor | None = None,
-    bn_bias: torch.Tensor | None = None,
-    bn_eps: float = 1e-5,
-    bn_running_mean: torch.Tensor | None = None,
-    bn_running_var: torch.Tensor | None = None,
-    bn_momentum: float = 0.1,
-    training: bool = True,
-) -> torch.Tensor:
+def regressor(v_g: torch.Tensor, parameters=None, *, out_shape, kind: str = "conv_valid",
+              activation: str | None = None, pieces: int = 1, bn_eps: float = _BN_EPS, bn_momentum: float = 0.1,
+              training: bool = True) -> torch.Tensor:
     r"""The regressor :math:`r(v_g;\mathbf W_r) = \phi(\mathrm{BN}(\mathbf W_r * v_g + b))`, functionally.
 
-    Arguments and result as :func:`kdref.reference.fitnet.regressor`, on tensors, plus what a
-    module's BatchNorm keeps between calls: ``bn_running_mean`` and ``bn_running_var`` (updated
-    in place with ``bn_momentum`` when ``training``) and ``training``. With ``training=False`` and
-    running statistics, BatchNorm uses them (PyTorch's evaluation mode); that mode has no
-    counterpart in the reference and is not part of the proof. The result is float32 for
-    half-precision inputs.
+    Arguments and result as :func:`kdref.reference.fitnet.regressor`, on tensors; ``parameters``
+    is a :class:`HintRegressor` or a mapping of its parameter names to tensors. What a module's
+    BatchNorm keeps between calls may be given too: ``"bn.running_mean"`` and ``"bn.running_var"``
+    (updated in place with ``bn_momentum`` when ``training``). With ``training=False`` and running
+    statistics, BatchNorm uses them (PyTorch's evaluation mode); that mode has no counterpart in
+    the reference and is not part of the proof. The result is float32 for half-precision inputs.
 
     Examples:
       >>> import torch
       >>> v = torch.tensor([[[[0.5, 1.5], [-1.0, 0.0], [2.0, -0.5]]], [[[-2.0, 0.0], [1.0, 3.0], [0.5, -1.0]]]])
-      >>> w = torch.tensor([1.0, -0.5]).view(2, 1, 1, 1)
-      >>> regressor(v, w, torch.tensor([0.0, 0.5]), out_shape=(2, 3, 2))[0].tolist()
+      >>> w, b = torch.tensor([1.0, -0.5]).view(2, 1, 1, 1), torch.tensor([0.0, 0.5])
+      >>> regressor(v, {"layer.weight": w, "layer.bias": b}, out_shape=(2, 3, 2))[0].tolist()
       [[[0.5, 1.5], [0.0, 0.0], [2.0, 0.0]], [[0.25, 0.0], [1.0, 0.5], [0.0, 0.75]]]
     """
-    return _checked_regressor(v_g, weight, bias, out_shape, kind, activation, pieces, bn_weight, bn_bias, bn_eps,
-                              bn_running_mean, bn_running_var, bn_momentum, training)
+    return _checked_regressor(v_g, parameters, out_shape, kind, activation, pieces, bn_eps, bn_momentum, training)
 
 
-def _checked_regressor(v_g, weight, bias, out_shape, kind, activation, pieces, bn_weight, bn_bias, bn_eps,
-                       running_mean=None, running_var=None, momentum=0.1, training=True,
+def _checked_regressor(v_g, parameters, out_shape, kind, activation, pieces, bn_eps, momentum=0.1, training=True,
                        in_shape=None) -> torch.Tensor:
     """:func:`regressor` with its arguments checked as the reference checks them (``in_shape``: the
     map a module expects), then computed; BatchNorm's batch statistics are checked only where used."""
-    arguments, geometry, activation = _validate_regressor(
-        TORCH, v_g, weight, bias, bn_weight, bn_bias, bn_eps, out_shape, kind, activation, pieces,
-        batch_statistics=training or running_mean is None, in_shape=in_shape)
-    eps = _BN_EPS if arguments["bn_eps"] is None else arguments["bn_eps"]
-    return _regress(arguments["v_g"], weight, bias, geometry, activation, bn_weight, bn_bias, eps, running_mean,
-                    running_var, momentum, training)
+    checked, geometry, activation = _validate_regressor(TORCH, v_g, parameters, bn_eps, out_shape, kind, activation,
+                                                        pieces, training, in_shape)
+    return _regress(checked["v_g"], checked["parameters"], geometry, activation, checked["bn_eps"], momentum, training)
 
 
-def _regress(v_g, weight, bias, geometry, activation, bn_weight, bn_bias, bn_eps, running_mean, running_var,
-             momentum, training) -> torch.Tensor:
+def _regress(v_g, params, geometry, activation, bn_eps, momentum, training) -> torch.Tensor:
     dtype = accumulation_dtype(v_g)
-
-    def cast(t):
-        return None if t is None else t.to(dtype)
-
+    # the running statistics are updated in place: they are not cast
+    cast = {k: t if k in _RUNNING else t.to(dtype) for k, t in (params or {}).items()}
     # the regressor is part of the loss: under autocast it runs in float32 like the reduction
     with torch.autocast(device_type=v_g.device.type, enabled=False):
-        return _apply(v_g.to(dtype), cast(weight), cast(bias), geometry, activation, cast(bn_weight), cast(bn_bias),
-                      bn_eps, running_mean, running_var, momentum, training)
+        return _apply(v_g.to(dtype), cast, geometry, activation, bn_eps, momentum, training)
 
 
 @REGRESSED_HINT_LOSS.implement(TORCH)
-def regressed_hint_loss(v_g: torch.Tensor, u_t: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                        bn_weight: torch.Tensor | None, bn_bias: torch.Tensor | None, bn_eps: float | None, *,
+def regressed_hint_loss(v_g: torch.Tensor, u_t: torch.Tensor, regressor: dict | None, bn_eps: float | None, *,
                         kind: str, activation: str | None, pieces: int, half: bool, reduction: str) -> torch.Tensor:
     r"""The hint loss of the regressed student, :math:`\mathcal L_{HT}(u_h, r(v_g;\mathbf W_r))`.
 
     Arguments, conventions and result as :func:`kdref.reference.fitnet.regressed_hint_loss`;
-    differentiable with respect to ``v_g`` and every regressor parameter, while ``u_t`` is
-    detached. BatchNorm, when given, uses the batch's statistics; use :class:`HintRegressor`
-    for a layer that keeps running statistics.
+    ``regressor`` is a :class:`HintRegressor` or a mapping of its parameter names to tensors.
+    Differentiable with respect to ``v_g`` and every regressor parameter, while ``u_t`` is
+    detached. BatchNorm, when given, uses the batch's statistics and leaves a module's running
+    statistics as they are; call the :class:`HintRegressor` (or use :class:`RegressedHintLoss`)
+    for a layer that keeps them.
 
     Examples:
       >>> import torch
@@ -170,12 +155,13 @@ def regressed_hint_loss(v_g: torch.Tensor, u_t: torch.Tensor, weight: torch.Tens
       >>> u = torch.tensor([[[[1.0, 1.0], [0.0, 0.5], [2.5, 0.0]], [[0.0, 0.0], [1.0, 0.5], [0.0, 1.0]]],
       ...                   [[[0.0, 0.5], [1.5, 2.0], [0.0, 0.0]], [[1.5, 0.0], [0.0, 0.0], [0.5, 1.0]]]])
       >>> w, b = torch.tensor([1.0, -0.5]).view(2, 1, 1, 1), torch.tensor([0.0, 0.5])
-      >>> regressed_hint_loss(v, u, w, b).item()
+      >>> regressed_hint_loss(v, u, {"layer.weight": w, "layer.bias": b}).item()
       0.796875
     """
     geometry = regressor_geometry(tuple(v_g.shape[1:]), tuple(u_t.shape[1:]), kind, pieces)
-    r_s = _regress(v_g, weight, bias, geometry, _default_activation(kind, activation), bn_weight, bn_bias,
-                   _BN_EPS if bn_eps is None else bn_eps, None, None, 0.1, True)
+    params = {k: t for k, t in (regressor or {}).items() if k not in _RUNNING}  # the batch's statistics only
+    r_s = _regress(v_g, params, geometry, _default_activation(kind, activation), _BN_EPS if bn_eps is None else bn_eps,
+                   0.1, True)
     return _reduce(r_s, u_t.detach().to(r_s.dtype), half, reduction)
 
 
@@ -185,9 +171,11 @@ class HintRegressor(nn.Module):
     Holds the layer its ``kind`` needs (see :func:`kdref.reference.fitnet.regressor_geometry`)
     as ``self.layer`` — an ``nn.Conv2d``, ``nn.ConvTranspose2d`` or ``nn.Linear`` with PyTorch's
     default initialisation, or ``None`` for ``"identity"`` — and, with ``batchnorm=True``, an
-    ``nn.BatchNorm2d`` as ``self.bn``. Its forward pass is :func:`regressor` called with those
-    parameters, which the proof shows equal to the NumPy reference; in evaluation mode BatchNorm
-    uses its running statistics instead of the batch's.
+    ``nn.BatchNorm2d`` as ``self.bn``. Its parameters are named as the losses take them
+    (``layer.weight``, ``layer.bias``, ``bn.weight``, ``bn.bias``): ``regressed_hint_loss(v_g, u_t,
+    module)`` is the proven loss of this regressor. Its forward pass is :func:`regressor` called
+    with the module itself; in evaluation mode BatchNorm uses its running statistics instead of
+    the batch's.
 
     ``HintRegressor(s_shape, t_shape, kind="repdistiller", batchnorm=True)`` has RepDistiller's
     and mdistiller's ``ConvReg`` layers (ReLU by default; ``activation="none"`` for
@@ -237,15 +225,11 @@ class HintRegressor(nn.Module):
 
     def forward(self, v_g: torch.Tensor) -> torch.Tensor:
         """:math:`r(v_g)`, ``[N, C_t, H_t, W_t]``, from ``v_g`` ``[N, C_s, H_s, W_s]``: :func:`regressor`
-        with the module's parameters (and, in evaluation mode, BatchNorm's running statistics)."""
-        layer, bn = self.layer, self.bn
-        return _checked_regressor(
-            v_g, None if layer is None else layer.weight, None if layer is None else layer.bias,
-            self.geometry.out_shape, self.geometry.kind, self.activation, self.geometry.pieces,
-            None if bn is None else bn.weight, None if bn is None else bn.bias, _BN_EPS if bn is None else bn.eps,
-            None if bn is None else bn.running_mean, None if bn is None else bn.running_var,
-            0.1 if bn is None else bn.momentum, self.training, in_shape=self.geometry.in_shape,
-        )
+        with the module itself as its parameters (and, in evaluation mode, BatchNorm's running statistics)."""
+        g, bn = self.geometry, self.bn
+        return _checked_regressor(v_g, None if self.layer is None else self, g.out_shape, g.kind, self.activation,
+                                  g.pieces, _BN_EPS if bn is None else bn.eps, 0.1 if bn is None else bn.momentum,
+                                  self.training, in_shape=g.in_shape)
 
     def extra_repr(self) -> str:
         return f"kind={self.geometry.kind!r}, activation={self.activation!r}, pieces={self.geometry.pieces}"

@@ -131,6 +131,11 @@ def irg_loss(student_features: list[torch.Tensor], teacher_features: list[torch.
         return edge_matrix(f / _power_of_two_scale(f) if rescale else f, eps)
 
     def transformation(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        # Λ(i,i) does not change when one number is added to every entry of both layers of instance
+        # i (pooling and the channel-pair mean are averages): removing each instance's mean keeps
+        # float32 pooling accurate when the layers share a large offset (post-ReLU maps)
+        offset = f2.flatten(1).mean(dim=1).detach().reshape(-1, *[1] * (f2.dim() - 1))
+        f1, f2 = f1 - offset.reshape(-1, *[1] * (f1.dim() - 1)), f2 - offset
         a, b = _match_transformation(f1, f2, match)
         if rescale:
             scale = _power_of_two_scale(a, b)
