@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -185,6 +186,12 @@ class Method:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"{self.name}: unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
+
+    @property
+    def year(self) -> int:
+        """The year of the paper, from its citation (methods are listed in the order they appeared)."""
+        years = re.findall(r"(?<![\d.:])(?:19|20)\d\d(?!\.?\d)", self.citation)  # not an arXiv number
+        return int(years[0]) if years else 0
 
     @property
     def spec(self) -> str:

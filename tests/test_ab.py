@@ -165,15 +165,24 @@ def test_connector_module_is_the_reference_connector(bias):
 
 
 def test_connector_module_as_the_loss_argument():
-    """ab_loss(x, t, module) = ab_loss(module(x), t), and the gradient reaches every parameter."""
+    """ab_loss(x, t, module) = ab_loss(module(x), t), and the gradient reaches every parameter; the
+    conv bias's is 0 up to rounding (batch-statistics BatchNorm subtracts each channel's mean, which
+    cancels a per-channel bias exactly): a sum of N·H·W terms, each at most max |∂L/∂z|."""
     torch.manual_seed(1)
     module = tab.ABConnector(2, 3, bias=True).double()
     x = t64(S)
     t = t64(np.concatenate([T, -T[:, :1]], axis=1))
     loss = tab.ab_loss(x, t, module, convention="official")
     torch.testing.assert_close(loss, tab.ab_loss(module(x), t, convention="official"))
+    z = torch.nn.functional.conv2d(x, module.weight, module.bias).detach().requires_grad_(True)
+    (upstream,) = torch.autograd.grad(tab.ab_loss(z, t, {"weight": torch.eye(3, dtype=torch.float64)[:, :, None, None],
+                                                         "bn_weight": module.bn_weight, "bn_bias": module.bn_bias},
+                                                  convention="official"), z)
     loss.backward()
-    assert all(p.grad is not None and bool((p.grad != 0).any()) for p in module.parameters())
+    assert all(p.grad is not None and bool((p.grad != 0).any()) for name, p in module.named_parameters()
+               if name != "bias")
+    bound = z[:, 0].numel() * torch.finfo(torch.float64).eps * upstream.abs().max()
+    assert module.bias.grad is not None and bool((module.bias.grad.abs() <= bound).all())
 
 
 def test_connector_module_initialisation():

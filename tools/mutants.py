@@ -7,6 +7,7 @@ mutant that leaves them green is a hole in the proof. Usage::
 
     .venv/bin/python tools/mutants.py            # all mutants
     .venv/bin/python tools/mutants.py st         # those whose name starts with "st"
+    .venv/bin/python tools/mutants.py --jobs 2   # two mutants at a time (same order of output)
 
 Not part of the test suite (it runs the suite once per mutant); the results go in the closing
 note of the change that adds a method.
@@ -14,35 +15,38 @@ note of the change that adds a method.
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 MUTANTS = [
     ("st/reference: drop T²", "kdref/reference/st.py",
-     'return loss * T**2 if knobs["temperature_squared"] else loss', "return loss"),
+     "return loss * T**2 if temperature_squared else loss", "return loss"),
     ("st/torch: drop T²", "kdref/torch/st.py",
-     'return loss * T**2 if knobs["temperature_squared"] else loss', "return loss"),
+     "return loss * T**2 if temperature_squared else loss", "return loss"),
     ("st/reference: swap student and teacher", "kdref/reference/st.py",
-     "log_p = softened_log_probs(teacher, T)\n    log_q = softened_log_probs(student, T)",
-     "log_p = softened_log_probs(student, T)\n    log_q = softened_log_probs(teacher, T)"),
+     "log_p = softened_log_probs(v, T)\n    log_q = softened_log_probs(z, T)",
+     "log_p = softened_log_probs(z, T)\n    log_q = softened_log_probs(v, T)"),
     ("st/torch: swap student and teacher", "kdref/torch/st.py",
      "log_q = torch.log_softmax(student / T, dim=-1)\n    log_p = torch.log_softmax(teacher / T, dim=-1)",
      "log_q = torch.log_softmax(teacher / T, dim=-1)\n    log_p = torch.log_softmax(student / T, dim=-1)"),
     ("st/reference: elementwise mean instead of batchmean", "kdref/reference/st.py",
-     "    return float(np.mean(per_sample))\n", "    return float(np.sum(per_sample) / student.size)\n"),
+     "    return float(np.mean(per_sample))\n", "    return float(np.sum(per_sample) / z.size)\n"),
     ("st/torch: elementwise mean instead of batchmean", "kdref/torch/st.py",
      "    return per_sample.mean()\n\n\ndef _hard",
      "    return per_sample.sum() / (per_sample.numel() * num_classes)\n\n\ndef _hard"),
     ("dml/reference: drop 1/(K-1)", "kdref/reference/dml.py",
-     'return total / len(z_peers) if knobs["peer_reduction"] == "mean" else total', "return total"),
+     'return total / len(z_peers) if peer_reduction == "mean" else total', "return total"),
     ("dml/torch: drop 1/(K-1)", "kdref/torch/dml.py",
-     'return kl.mean(dim=0) if knobs["peer_reduction"] == "mean" else kl.sum(dim=0)', "return kl.sum(dim=0)"),
+     'return kl.mean(dim=0) if peer_reduction == "mean" else kl.sum(dim=0)', "return kl.sum(dim=0)"),
     ("logits/reference: drop the ½", "kdref/reference/logits.py",
      'SCALE_FACTORS = {"half": lambda C: 0.5,', 'SCALE_FACTORS = {"half": lambda C: 1.0,'),
     ("logits/torch: no centring", "kdref/torch/logits.py",
@@ -53,22 +57,23 @@ MUTANTS = [
     ("at/torch: no normalisation", "kdref/torch/at.py",
      "return l2_normalize(Q.flatten(1), dim=1, eps=eps, eps_mode=eps_mode)", "return Q.flatten(1)"),
     ("at/reference: β instead of β/2", "kdref/reference/at.py",
-     'return beta / 2 if knobs["halve_beta"] else beta', "return beta"),
+     "return beta / 2 if halve_beta else beta", "return beta"),
     ("at/torch: squared norm in the paper distance", "kdref/torch/at.py",
      "return torch.linalg.vector_norm(delta, ord=p_norm, dim=1)", "return delta.square().sum(dim=1)"),
     ("at/torch: custom backward without the 2", "kdref/torch/at.py",
      "return (A * (2 * grad).unsqueeze(1)).to(A.dtype), None", "return (A * grad.unsqueeze(1)).to(A.dtype), None"),
-    ("at/torch: teacher not detached", "kdref/torch/at.py", "return fm_s, fm_t.detach()", "return fm_s, fm_t"),
+    ("at/torch: teacher not detached", "kdref/torch/at.py",
+     "attention_pair(fm_s, fm_t.detach(),", "attention_pair(fm_s, fm_t,"),
     ("at/reference: no abs in the map", "kdref/reference/at.py",
      "powered = (np.abs(A) if use_abs else A) ** p", "powered = A ** p"),
     ("at/reference: multi-layer mean forgets to divide", "kdref/reference/at.py",
      "        total = total / len(fms_s)\n", "        total = total\n"),
     ("nst/torch: no teacher-teacher term", "kdref/torch/nst.py",
-     'teacher_term=knobs["teacher_term"],', "teacher_term=False,"),
+     "teacher_term=teacher_term, uniform=", "teacher_term=False, uniform="),
     ("nst/reference: no teacher-teacher term", "kdref/reference/nst.py",
      "return weighted_sum(wx, x, x, wx) + student if teacher_term else student", "return student"),
     ("nst/reference: λ instead of λ/2", "kdref/reference/nst.py",
-     'factor = lam / 2.0 if knobs["half"] else lam', "factor = lam"),
+     "factor = lam / 2.0 if half else lam", "factor = lam"),
     ("nst/torch: normalise over channels instead of positions", "kdref/torch/nst.py",
      "return l2_normalize(fm.flatten(2), dim=-1, eps=eps, eps_mode=eps_mode)",
      "return l2_normalize(fm.flatten(2), dim=1, eps=eps, eps_mode=eps_mode)"),
@@ -83,7 +88,7 @@ MUTANTS = [
      "f2.reshape(n, f2.shape[1], h * w).transpose(1, 2)) / (h * w)",
      "f2.reshape(n, f2.shape[1], h * w).transpose(1, 2))"),
     ("fsp/torch: pairs always summed", "kdref/torch/fsp.py",
-     'torch.stack(terms).sum(dim=0) if knobs["pair_reduction"] == "sum" else torch.stack(terms).mean(dim=0)',
+     'torch.stack(terms).sum(dim=0) if pair_reduction == "sum" else torch.stack(terms).mean(dim=0)',
      "torch.stack(terms).sum(dim=0)"),
     ("fsp/torch: column norm over the wrong axis", "kdref/torch/fsp.py",
      "torch.linalg.vector_norm(delta, dim=1).sum(dim=1)", "torch.linalg.vector_norm(delta, dim=2).sum(dim=1)"),
@@ -104,23 +109,25 @@ MUTANTS = [
     ("fitnet/reference: kernel rule transposed", "kdref/reference/fitnet.py",
      "kernel=(h_s - h_t + 1, w_s - w_t + 1)", "kernel=(w_s - w_t + 1, h_s - h_t + 1)"),
     ("fitnet/torch: teacher not detached", "kdref/torch/fitnet.py",
-     "return _reduce(r_s, u_t.detach().to(r_s.dtype), knobs", "return _reduce(r_s, u_t.to(r_s.dtype), knobs"),
+     "return _reduce(r_s, u_t.detach().to(r_s.dtype), half", "return _reduce(r_s, u_t.to(r_s.dtype), half"),
     ("fitnet/torch: regressor bias dropped", "kdref/torch/fitnet.py",
      "z = F.conv2d(v_g, weight, bias, stride", "z = F.conv2d(v_g, weight, None, stride"),
     ("sp/reference: no row normalisation", "kdref/reference/sp.py",
      "    return g / np.maximum(norms, eps)\n", "    return g\n"),
-    ("sp/torch: no row normalisation", "kdref/torch/sp.py", "    return g * scale\n", "    return g\n"),
+    ("sp/torch: no row normalisation", "kdref/torch/sp.py",
+     "        return g / divisors\n    return g * (1.0 / divisors)", "        return g\n    return g"),
     ("sp/reference: p ignored (always ℓ2)", "kdref/reference/sp.py",
      "    norms = np.sum(np.abs(g) ** p, axis=1, keepdims=True) ** (1.0 / p)\n",
      "    norms = np.sqrt(np.sum(g ** 2, axis=1, keepdims=True))\n"),
     ("sp/reference: layers summed instead of averaged", "kdref/reference/sp.py",
-     '    return total / len(terms) if knobs["layer_reduction"] == "mean" else total\n', "    return total\n"),
+     '    return total / len(terms) if layer_reduction == "mean" else total\n', "    return total\n"),
     ("sp/torch: layers summed instead of averaged", "kdref/torch/sp.py",
-     '        return total / len(terms) if knobs["layer_reduction"] == "mean" else total\n', "        return total\n"),
+     '        return total / len(terms) if layer_reduction == "mean" else total\n', "        return total\n"),
     ("sp/torch: diagonal dropped", "kdref/torch/sp.py", "    total = (g_t - g_s).square().sum()\n",
      "    total = (g_t - g_s).square().sum() - (g_t - g_s).diagonal().square().sum()\n"),
     ("sp/torch: zero-row gradient not masked", "kdref/torch/sp.py",
-     "        scale = torch.where(norms > 0, scale, torch.zeros_like(scale))\n", "        scale = scale\n"),
+     "        divisors = torch.where(norms > 0, divisors, torch.full_like(divisors, torch.inf))\n",
+     "        divisors = divisors\n"),
     ("sp/torch: teacher not detached", "kdref/torch/sp.py", "s, t = s.to(dtype), t.detach().to(dtype)",
      "s, t = s.to(dtype), t.to(dtype)"),
     ("sp/torch: products under autocast", "kdref/torch/sp.py",
@@ -129,13 +136,13 @@ MUTANTS = [
      "    cosine = torch.where(both, cross / (m_t * m_s), torch.zeros_like(cross))\n",
      "    cosine = cross / (m_t * m_s)\n"),
     ("pkt/reference: the paper keeps the self-pairs", "kdref/reference/pkt.py",
-     'include_self = knobs["include_self"]', "include_self = True"),
+     "    P = conditional_probabilities(", "    include_self = True\n    P = conditional_probabilities("),
     ("pkt/reference: the official code drops the self-pairs", "kdref/reference/pkt.py",
-     'include_self = knobs["include_self"]', "include_self = False"),
+     "    P = conditional_probabilities(", "    include_self = False\n    P = conditional_probabilities("),
     ("pkt/torch: the paper keeps the self-pairs", "kdref/torch/pkt.py",
-     'include = knobs["include_self"]', "include = True"),
+     "include = include_self\n", "include = True\n"),
     ("pkt/torch: the official code drops the self-pairs", "kdref/torch/pkt.py",
-     'include = knobs["include_self"]', "include = False"),
+     "include = include_self\n", "include = False\n"),
     ("pkt/torch: the paper's normaliser keeps the diagonal", "kdref/torch/pkt.py",
      "s = s - K.reshape(-1)[:: n + 1]", "s = s"),
     ("pkt/reference: KL with the student first", "kdref/reference/pkt.py",
@@ -157,11 +164,11 @@ MUTANTS = [
     ("cc/torch: mean over n instead of n²", "kdref/torch/cc.py",
      "distance / difference.numel()", "distance / difference.shape[0]"),
     ("cc/torch: teacher not detached", "kdref/torch/cc.py",
-     "C_T = correlation_matrix(F_T.detach().to(dtype)", "C_T = correlation_matrix(F_T.to(dtype)"),
+     "C_T = correlation_matrix(teacher.detach().to(dtype)", "C_T = correlation_matrix(teacher.to(dtype)"),
     ("cc/torch: zero row not masked", "kdref/torch/cc.py",
      "return torch.where(length >= eps, unit, unit.detach())", "return unit"),
     ("cc/torch: adjacent mean over n, not n − 1", "kdref/torch/cc.py",
-     "residuals.mean() if", "residuals.sum() / F_S.shape[0] if"),
+     "residuals.mean() if", "residuals.sum() / student.shape[0] if"),
     ("cc/reference: pairs (i, i + 2)", "kdref/reference/cc.py",
      "np.sum(delta[:-1] * delta[1:], axis=1)", "np.sum(delta[:-2] * delta[2:], axis=1)"),
     ("cc/torch: normalise over the batch", "kdref/torch/cc.py",
@@ -207,7 +214,8 @@ MUTANTS = [
      'counted = off_diagonal if mu == "offdiag" else d > 0', "counted = np.ones_like(d, dtype=bool)"),
     ("rkd/torch: i = k triplets summed under paper", "kdref/torch/rkd.py",
      "                terms.diagonal(dim1=1, dim2=2).zero_()\n", "                pass\n"),
-    ("rkd/torch: teacher not detached", "kdref/torch/rkd.py", "return s, t.detach()", "return s, t"),
+    ("rkd/torch: teacher not detached", "kdref/torch/rkd.py",
+     "distance_potential(t.detach(), **potential)", "distance_potential(t, **potential)"),
     ("ab/reference: a teacher response of 0 is active", "kdref/reference/ab.py",
      "return (x > 0).astype(x.dtype)", "return (x >= 0).astype(x.dtype)"),
     ("ab/torch: a teacher response of 0 is active", "kdref/torch/ab.py",
@@ -222,8 +230,9 @@ MUTANTS = [
     ("ab/torch: depth weights deepest first", "kdref/torch/ab.py",
      'd = 2.0 ** -(count - 1 - k) if layer_weights == "depth" else 1.0',
      'd = 2.0 ** -k if layer_weights == "depth" else 1.0'),
-    ("ab/torch: connector bias dropped", "kdref/torch/ab.py",
-     'z = F.conv2d(x.to(dtype), cast("weight"), cast("bias"))', 'z = F.conv2d(x.to(dtype), cast("weight"), None)'),
+    # (dropping the conv bias would be an equivalent mutant: batch-statistics BatchNorm cancels it)
+    ("ab/torch: BatchNorm's β dropped", "kdref/torch/ab.py",
+     'cast("bn_weight"), cast("bn_bias"), training=True', 'cast("bn_weight"), None, training=True'),
     ("ab/torch: BatchNorm's γ gets no gradient", "kdref/torch/ab.py",
      'F.batch_norm(z, None, None, cast("bn_weight"), cast("bn_bias")',
      'F.batch_norm(z, None, None, cast("bn_weight").detach(), cast("bn_bias")'),
@@ -233,53 +242,75 @@ MUTANTS = [
 ]
 
 
-def tests_for(path: str, root: Path) -> list[str]:
-    """The tests that stand guard over ``path``: for a method's module, the generic proof of that
-    method and its own test file; for anything else, the whole proof."""
-    method = Path(path).stem
-    own = root / "tests" / f"test_{method}.py"
-    if Path(path).parent.name in ("reference", "torch") and own.is_file():
-        return ["tests/test_proof.py", "-k", f"{method}: or test_{method}", str(own.relative_to(root))]
-    return ["tests/test_proof.py", "tests/test_harness_can_fail.py"]
+def guards(paths: list[str]) -> list[str]:
+    """pytest's arguments for the tests that stand guard over ``paths``: for methods' modules, the
+    generic proof of those methods, their own test files and the modules' doctests; for anything
+    else, the whole proof. The control runs the guards of every file the mutants touch."""
+    methods = sorted({Path(path).stem for path in paths})
+    own = [f"tests/test_{m}.py" for m in methods if (ROOT / "tests" / f"test_{m}.py").is_file()]
+    if len(own) == len(methods) and all(Path(path).parent.name in ("reference", "torch") for path in paths):
+        # "<m>.py" keeps the module's doctests, which the other two words would deselect
+        words = " or ".join(f"{m}: or test_{m} or {m}.py" for m in methods)
+        return ["tests/test_proof.py", "-k", words, *own, "--doctest-modules", *paths]
+    return ["tests/test_proof.py", "tests/test_harness_can_fail.py", *own, "--doctest-modules", *paths]
 
 
-def run(name: str, path: str, old: str, new: str) -> tuple[bool, float, str]:
+def run(base: Path, tests: list[str], threads: int, path: str = "", old: str = "",
+        new: str = "") -> tuple[bool, float, str]:
+    """Runs ``tests`` in a copy of ``base`` with ``old`` replaced by ``new`` in ``path``: red or
+    green, seconds, the first failure."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "repo"
-        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "docs", "__pycache__"))
-        target = copy / path
-        text = target.read_text()
-        if text.count(old) != 1:
-            raise SystemExit(f"{name}: the original text occurs {text.count(old)} times in {path}")
-        target.write_text(text.replace(old, new))
+        shutil.copytree(base, copy)
+        if path:
+            target = copy / path
+            target.write_text(target.read_text().replace(old, new))
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                               *tests_for(path, copy), "--doctest-modules", path],
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
                               cwd=copy, capture_output=True, text=True,
-                              env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
+                              env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads)})
         failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
         return proc.returncode != 0, time.perf_counter() - start, (failed or [""])[0][:150]
 
 
-def main() -> int:
-    prefix = sys.argv[1] if len(sys.argv) > 1 else ""
+def mutation_run(base: Path, mutants: list[tuple[str, str, str, str]], jobs: int) -> int:
+    stale = [f"{name}: the original text occurs {count} times in {path}" for name, path, old, _ in mutants
+             if (count := (base / path).read_text().count(old)) != 1]
+    if stale:  # all of them at once, before anything runs
+        print("\n".join(stale))
+        return 2
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # BLAS/OpenMP threads per test run: no oversubscription
+    wall = time.perf_counter()
     # the control: an unmutated copy must pass the same tests, or every "kill" below would mean nothing
-    own = ROOT / "kdref" / "reference" / f"{prefix}.py"
-    control = f"kdref/reference/{prefix}.py" if prefix and own.is_file() else "kdref/__init__.py"
-    failed, seconds, _ = run("control", control, "from __future__ import annotations",
-                             "from __future__ import annotations")
+    failed, seconds, first_failure = run(base, guards(sorted({path for _, path, _, _ in mutants})), threads)
     if failed:
-        print(f"the unmutated copy fails its tests ({seconds:.0f} s): fix that first")
+        print(f"the unmutated copy fails its tests ({seconds:.0f} s): fix that first  {first_failure}")
         return 2
     print(f"control passes ({seconds:.0f} s)", flush=True)
     survivors = 0
-    for name, path, old, new in MUTANTS:
-        if not name.startswith(prefix):
-            continue
-        killed, seconds, first_failure = run(name, path, old, new)
-        survivors += not killed
-        print(f"{'killed ' if killed else 'SURVIVED'}  {name}  ({seconds:.0f} s)  {first_failure}", flush=True)
+    with ThreadPoolExecutor(jobs) as pool:  # map yields the results in the order of the list
+        for (name, *_), (killed, seconds, first_failure) in zip(
+                mutants, pool.map(lambda m: run(base, guards([m[1]]), threads, *m[1:]), mutants), strict=True):
+            survivors += not killed
+            print(f"{'killed ' if killed else 'SURVIVED'}  {name}  ({seconds:.0f} s)  {first_failure}", flush=True)
+    print(f"{len(mutants) - survivors} killed, {survivors} survived, {time.perf_counter() - wall:.0f} s in all")
     return 1 if survivors else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Mutation run of the proof (see the module docstring).")
+    parser.add_argument("prefix", nargs="?", default="", help="run only the mutants whose name starts with it")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at a time, each in its own copy")
+    args = parser.parse_args()
+    mutants = [m for m in MUTANTS if m[0].startswith(args.prefix)]
+    if not mutants:
+        print(f"no mutant's name starts with {args.prefix!r}")
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        # one snapshot of the working tree: edits made while the run goes on do not reach it
+        base = Path(tmp) / "repo"
+        shutil.copytree(ROOT, base, ignore=shutil.ignore_patterns(".venv", ".git", "docs", "__pycache__"))
+        return mutation_run(base, mutants, args.jobs)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The table of methods, found automatically: every module of this package that defines a
-``METHOD`` record is a method, in the order of the families, then of the names.
+``METHOD`` record is a method, in the order of the families, then of the papers' years.
 
 Adding a method means adding ``kdref/records/<method>.py``; no shared list to edit.
 """
@@ -31,7 +31,7 @@ def method(name: str) -> Method:
 
 def _discover() -> dict[str, Method]:
     found = [method(name) for name in names()]
-    return {m.name: m for m in sorted(found, key=lambda m: (FAMILIES.index(m.family), m.name))}
+    return {m.name: m for m in sorted(found, key=lambda m: (FAMILIES.index(m.family), m.year, m.name))}
 
 
 def __getattr__(name: str):

@@ -1,9 +1,10 @@
-"""Pieces every torch loss shares: input validation, float32 accumulation, reductions.
+"""Pieces every torch loss shares: the torch backend of the declarations' validation, float32
+accumulation, reductions, pairwise distances.
 
-The checks mirror ``kdref.reference._common`` so both sides refuse the same inputs with the same
-words. Shape, dtype and device checks are free (metadata only). The finiteness check reads one
-boolean back from the device, i.e. one synchronisation per call on CUDA; under ``torch.compile``
-it is skipped (it would break the graph), the shape checks still run.
+Validation itself is written once, in :mod:`kdref.declaration`; :data:`TORCH` gives it the facts
+about tensors. Shape, dtype and device checks are free (metadata only). The finiteness check reads
+one boolean back from the device, i.e. one synchronisation per call on CUDA; under
+``torch.compile`` it is skipped (it would break the graph), the shape checks still run.
 """
 
 from __future__ import annotations
@@ -12,16 +13,9 @@ from collections.abc import Mapping
 
 import torch
 
-from kdref.reference._common import check_min_batch  # pure Python: one message for both sides
-
 __all__ = [
+    "TORCH",
     "accumulation_dtype",
-    "check_embeddings",
-    "check_float_tensor",
-    "check_labels",
-    "check_min_batch",
-    "check_same_like",
-    "check_sequence",
     "pairwise_sq_distances",
     "reduce_batch",
     "sqrt_or_zero",
@@ -34,29 +28,6 @@ def _check_is_tensor(name: str, x) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
 
-
-def check_float_tensor(name: str, x, *, ndim: int | None = None) -> torch.Tensor:
-    """A floating-point tensor of rank ``ndim`` with a non-empty batch and finite entries."""
-    _check_is_tensor(name, x)
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
-    if ndim is not None and x.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
-    if x.dim() >= 1 and x.shape[0] == 0:
-        raise ValueError(f"{name} must have a non-empty batch, got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if not torch.compiler.is_compiling() and x.device.type != "meta" and not _all_finite(x):
-        raise ValueError(f"{name} must be finite, found NaN or inf")
-    return x
-
-
-def check_embeddings(name: str, x) -> torch.Tensor:
-    """A batch of embeddings ``[N, ...]`` (at least 2-D), returned flattened to ``[N, D]``."""
-    x = check_float_tensor(name, x)
-    if x.dim() < 2:
-        raise ValueError(f"{name} must be at least 2-D [N, D, ...] (one row per sample), got shape {tuple(x.shape)}")
-    return x.flatten(1)
 
 
 def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
@@ -99,39 +70,6 @@ def _all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(torch.stack(torch.aminmax(x.detach()))).all())
 
 
-def check_same_like(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
-    """``x`` must have the shape, dtype and device of ``ref``."""
-    if x.device != ref.device:
-        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
-    if x.shape != ref.shape:
-        raise ValueError(f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(x.shape)}")
-    if x.dtype != ref.dtype:
-        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
-
-
-def check_labels(labels, n: int, num_classes: int, device: torch.device) -> torch.Tensor:
-    """Integer class labels ``[n]`` on ``device`` with values in ``[0, num_classes)``."""
-    _check_is_tensor("labels", labels)
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},) to match the batch, got {tuple(labels.shape)}")
-    if labels.device != device:
-        raise ValueError(f"labels must be on the device of the logits ({device}), got {labels.device}")
-    if not torch.compiler.is_compiling() and bool(((labels < 0) | (labels >= num_classes)).any()):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
-    return labels.long()  # gather and cross_entropy take int64 only
-
-
-def check_sequence(name: str, xs, *, min_len: int = 1) -> list:
-    """A non-empty list or tuple of tensors (not a single tensor)."""
-    if isinstance(xs, torch.Tensor) or not isinstance(xs, (list, tuple)):
-        raise TypeError(f"{name} must be a list or tuple of tensors, got {type(xs).__name__}")
-    if len(xs) < min_len:
-        raise ValueError(f"{name} must hold at least {min_len} tensor(s), got {len(xs)}")
-    return list(xs)
-
 
 def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
     """float32 for half-precision inputs (e.g. under autocast), else the input's own dtype.
@@ -152,15 +90,6 @@ def reduce_batch(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
         return per_sample
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
-
-def check_same_batch(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
-    """``x`` must have the batch size, dtype and device of ``ref`` (other axes may differ)."""
-    if x.device != ref.device:
-        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
-    if x.shape[0] != ref.shape[0]:
-        raise ValueError(f"{name} must have the batch size of {ref_name} ({ref.shape[0]}), got shape {tuple(x.shape)}")
-    if x.dtype != ref.dtype:
-        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {x.dtype}")
 
 
 def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float = 1e-12, eps_mode: str = "clamp") -> torch.Tensor:
