@@ -227,6 +227,14 @@ def _shape(x) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
+_HALF_PRECISION = ("float16", "bfloat16")
+
+
+def _dtype_name(x) -> str:
+    """``"float32"`` for NumPy's and torch's float32 alike."""
+    return str(x.dtype).removeprefix("torch.")
+
+
 @dataclass(frozen=True)
 class Declaration:
     """The contract of one loss function.
@@ -567,7 +575,8 @@ def _check_entries(backend: Backend, arg: Arg, arrays: dict, like) -> dict:
             if backend.device(x) != backend.device(like):
                 raise ValueError(f"{name} must be on the device of {arg.like} ({backend.device(like)}), "
                                  f"got {backend.device(x)}")
-            if x.dtype != like.dtype:
+            if x.dtype != like.dtype and not (_dtype_name(x) == "float32" and _dtype_name(like) in _HALF_PRECISION):
+                # (a float32 module meets half-precision inputs under autocast)
                 raise TypeError(f"{name} must have the dtype of {arg.like} ({like.dtype}), got {x.dtype}")
         checked[key] = x
     return checked

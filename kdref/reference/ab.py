@@ -181,32 +181,18 @@ def depth_weights(count: int) -> np.ndarray:
 # The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
 
 _CONNECTOR_KEYS = ("weight", "bn_weight", "bn_bias")
-_HALF_PRECISION = ("float16", "bfloat16")
-
-
-def _dtype_name(x) -> str:
-    return str(x.dtype).removeprefix("torch.")
-
-
 def _check_connector(student, params: Mapping[str, Any], out_channels: int | None = None) -> None:
-    """The connector's parameters against the student (pure Python on shapes, dtypes, devices):
-    a 1×1 convolution ``[C_t, C_s, 1, 1]`` (``C_t`` = ``out_channels`` where given), an optional
-    bias and BatchNorm's γ and β ``[C_t]``, on the student's device, of its dtype (or float32 for
-    half-precision features, as autocast leaves a float32 module), and more than one value per
-    channel for BatchNorm's batch statistics."""
+    """The connector's parameters against the student (pure Python on shapes; their dtype and
+    device are the declaration's ``like``): a 1×1 convolution ``[C_t, C_s, 1, 1]`` (``C_t`` =
+    ``out_channels`` where given), an optional bias and BatchNorm's γ and β ``[C_t]``, and more
+    than one value per channel for BatchNorm's batch statistics."""
     c_in = student.shape[1]
     c_out = params["weight"].shape[0] if out_channels is None else out_channels
     expected = {"weight": (c_out, c_in, 1, 1), "bias": (c_out,), "bn_weight": (c_out,), "bn_bias": (c_out,)}
-    dtypes = {_dtype_name(student)} | ({"float32"} if _dtype_name(student) in _HALF_PRECISION else set())
     for key, value in params.items():
-        name = f"connector[{key!r}]"
         if tuple(value.shape) != expected[key]:
-            raise ValueError(f"{name} must have shape {expected[key]} for a 1×1 connector from {c_in} to {c_out} "
-                             f"channels, got {tuple(value.shape)}")
-        if getattr(value, "device", None) != getattr(student, "device", None):
-            raise ValueError(f"{name} must be on the device of the student ({student.device}), got {value.device}")
-        if _dtype_name(value) not in dtypes:
-            raise TypeError(f"{name} must have the dtype of the student ({student.dtype}), got {value.dtype}")
+            raise ValueError(f"connector[{key!r}] must have shape {expected[key]} for a 1×1 connector from {c_in} "
+                             f"to {c_out} channels, got {tuple(value.shape)}")
     n, _, h, w = student.shape
     if n * h * w == 1:
         raise ValueError("connector: BatchNorm with batch statistics needs more than one value per channel, "
@@ -271,8 +257,8 @@ AB_LOSS = Declaration(
             "when one is given)"),
         Arg("teacher", "features", "the teacher's pre-ReLU (or post-ReLU: the same indicator) responses "
             ":math:`\\mathcal T(I)`, a constant; only its sign is used", like="student", match="batch_spatial"),
-        Arg("connector", "parameters", _CONNECTOR_DOC, keys=_CONNECTOR_KEYS, optional_keys=("bias",),
-            optional=True),
+        Arg("connector", "parameters", _CONNECTOR_DOC, like="student", keys=_CONNECTOR_KEYS,
+            optional_keys=("bias",), optional=True),
     ),
     knobs=_KNOBS,
     presets=_PRESETS,
@@ -286,7 +272,7 @@ CONNECTOR = Declaration(
     name="connector",
     args=(Arg("student", "features", "the student's pre-ReLU responses"),
           Arg("connector", "parameters", _CONNECTOR_DOC.removesuffix(". ``None``: no connector (equal widths)"),
-              keys=_CONNECTOR_KEYS, optional_keys=("bias",))),
+              like="student", keys=_CONNECTOR_KEYS, optional_keys=("bias",))),
     check=lambda arguments, knobs: _check_connector(arguments["student"], arguments["connector"]),
 )
 

@@ -399,22 +399,14 @@ def regressor(v_g: np.ndarray, parameters=None, *, out_shape, kind: str = "conv_
 # ---------------------------------------------------------------------------------------------
 # The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
 
-#: the dtypes whose parameters may be float32 (what autocast gives a float32 module)
-_HALF_PRECISION = ("float16", "bfloat16")
-
-
-def _dtype_name(x) -> str:
-    return str(x.dtype).removeprefix("torch.")
-
-
 def _check_regressor(v_g, parameters, name: str, out_shape, kind: str, activation: str | None, pieces: int,
                      batch_statistics: bool = True) -> tuple[RegressorGeometry, str]:
     """The rules between the regressor's arguments that no kind states, on either side's checked
-    arrays (pure Python on shapes, dtypes and devices): the kind must map the student's map to
-    ``out_shape``, maxout has ≥ 2 pieces and nothing else has more than 1, the parameters are the
-    ones the layer has with its shapes, on ``v_g``'s device and with its dtype (or float32 for
-    half-precision features), and BatchNorm with batch statistics sees more than one value per
-    channel. Returns the geometry and the activation (``None`` resolved)."""
+    arrays (pure Python on shapes; the parameters' dtype and device are the declaration's ``like``):
+    the kind must map the student's map to ``out_shape``, maxout has ≥ 2 pieces and nothing else
+    has more than 1, the parameters are the ones the layer has with its shapes, and BatchNorm with
+    batch statistics sees more than one value per channel. Returns the geometry and the activation
+    (``None`` resolved)."""
     geometry = regressor_geometry(tuple(v_g.shape[1:]), out_shape, kind, pieces)
     activation = _default_activation(kind, activation)
     if activation not in ACTIVATIONS:
@@ -435,15 +427,10 @@ def _check_regressor(v_g, parameters, name: str, out_shape, kind: str, activatio
     channels = (geometry.out_channels,)
     expected = {"layer.weight": geometry.weight_shape, "layer.bias": geometry.bias_shape, "bn.weight": channels,
                 "bn.bias": channels, "bn.running_mean": channels, "bn.running_var": channels}
-    dtypes = {_dtype_name(v_g)} | ({"float32"} if _dtype_name(v_g) in _HALF_PRECISION else set())
     for key, value in parameters.items():
         if tuple(value.shape) != expected[key]:
             raise ValueError(f"{name}[{key!r}] must have shape {expected[key]} for {geometry.describe()}, got "
                              f"{tuple(value.shape)}")
-        if getattr(value, "device", None) != getattr(v_g, "device", None):
-            raise ValueError(f"{name}[{key!r}] must be on the device of v_g ({v_g.device}), got {value.device}")
-        if _dtype_name(value) not in dtypes:
-            raise TypeError(f"{name}[{key!r}] must have the dtype of v_g ({v_g.dtype}), got {value.dtype}")
     if batchnorm and batch_statistics and v_g.shape[0] * geometry.out_shape[1] * geometry.out_shape[2] == 1:
         raise ValueError("BatchNorm with batch statistics needs more than one value per channel: "
                          f"N·H·W = 1 (v_g has batch size {v_g.shape[0]}, the output is "
@@ -496,7 +483,7 @@ _PARAMETERS = Arg(
     "(``[C_t·pieces·H_t·W_t]`` for ``\"fc\"``), BatchNorm's :math:`\\gamma` and :math:`\\beta` ``bn.weight`` and "
     "``bn.bias`` ``[C_t·pieces]``, both or neither (the batch's statistics are used: running statistics are left "
     "as they are)",
-    optional=True, keys=("layer.weight",), optional_keys=PARAMETERS[1:])
+    like="v_g", optional=True, keys=("layer.weight",), optional_keys=PARAMETERS[1:])
 # "temperature" is the kind of the reals > 0
 _BN_EPS_ARG = Arg("bn_eps", "temperature", "BatchNorm's :math:`\\epsilon` (a module's ``bn.eps`` is not read from "
                   "it: pass it here); PyTorch's 1e-5 when ``None``", optional=True)
