@@ -6,6 +6,8 @@ into a temporary directory, or taken from ``$KDREF_DOCS_HTML``; the tests then r
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import re
 import subprocess
@@ -15,25 +17,34 @@ from pathlib import Path
 
 import pytest
 
+from kdref.records import METHODS
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
-#: per method page: numbers its conventions table must show, and a reference function included from source
-METHOD_PAGES = {
-    "st": (["0.28855901", "17.76653", "0.018034938"], "def soft_kl_per_sample"),
-    "logits": (["1.125", "0.75", "0.91666667"], "def logit_regression_per_sample"),
-    "dml": (["0.2039253", "0.20392525", "0.33317281"], "def mutual_kl_per_sample"),
-    "at": (["0.21164738", "0.21164734", "0.90739762"], "def attention_map"),
-    "nst": (["0.21790137", "0.43580275"], "def mmd2"),
-    "fsp": (["1.125", "0.1875", "1.4938556"], "def fsp_matrix"),
-    "fitnet": (["0.796875", "0.19921875", "0.1328125", "3.1875"], "def hint_residual"),
-    "ab": (["23.15625", "0.06946875", "7.8177083"], "def alternative_loss_terms"),
-    "sp": (["0.1706263", "0.076180556"], "def row_normalize"),
-    "pkt": (["0.42136287", "0.018755931", "0.018755761"], "def conditional_probabilities"),
-    "cc": (["0.051474637", "0.92284337", "1.3333333"], "def gaussian_taylor_kernel"),
-    "irg": (["0.87378814"], "def edge_matrix"),
-    "rkd": (["0.15350435", "2.4560696", "11.088954"], "def angle_potential"),
-}
+def printed_examples(method) -> list[str]:
+    """The numbers a method page's conventions table must show: for each loss, what the spec prints
+    for the table's worked example (the loss's first golden example without its knobs) under a
+    convention, where the example sets no knob but to that convention's own value."""
+    values = []
+    for loss in method.losses:
+        examples = [ex for ex in method.golden["examples"] if ex["loss"] == loss.name]
+        knobs = {k.name for k in loss.declaration.knobs}
+        worked = {k: v for k, v in examples[0]["args"].items() if k not in knobs}
+        for ex in examples:
+            preset = loss.declaration.resolve(ex["convention"])
+            same_call = {k: v for k, v in ex["args"].items() if k not in knobs} == worked and all(
+                preset[k] == v for k, v in ex["args"].items() if k in knobs)
+            if same_call and isinstance(ex["value"], str):
+                values.append(ex["value"])
+    return values
+
+
+def reference_functions(method) -> list[str]:
+    """The functions of the method's reference module (the page includes some of them from source)."""
+    module = importlib.import_module(f"kdref.reference.{method.name}")
+    return [name for name, value in vars(module).items()
+            if inspect.isfunction(value) and value.__module__ == module.__name__]
 
 
 class Page(HTMLParser):
@@ -102,7 +113,7 @@ def pages(site) -> dict[Path, Page]:
 
 def test_site_has_every_page(site):
     for name in ["index", "conventions", "proof", "api", "tutorials/which_kd_loss",
-                 *(f"methods/{m}" for m in METHOD_PAGES)]:
+                 *(f"methods/{m}" for m in METHODS)]:
         assert (site / f"{name}.html").is_file(), f"{name}.html was not built"
 
 
@@ -133,15 +144,17 @@ def test_mathjax_is_bundled(site, pages):
     assert any(fonts.glob("*.woff")), f"no MathJax fonts in {fonts}"
 
 
-@pytest.mark.parametrize("method", list(METHOD_PAGES))
+@pytest.mark.parametrize("method", list(METHODS))
 def test_method_page_shows_conventions_and_code(site, pages, method):
     page = pages[site / "methods" / f"{method}.html"]
-    values, function = METHOD_PAGES[method]
     assert page.tables, f"methods/{method}.html has no conventions table"
     tables = " ".join(" ".join("".join(t).split()) for t in page.tables)
-    for value in values:
+    printed = printed_examples(METHODS[method])
+    assert printed, f"no worked example of {method} is printed in its conventions table"
+    for value in printed:
         assert value in tables, f"{value} is not in the conventions table of methods/{method}.html"
-    assert function in page.plain_text, f"methods/{method}.html does not include {function!r} from the source"
+    included = [f for f in reference_functions(METHODS[method]) if f"def {f}(" in page.plain_text]
+    assert included, f"methods/{method}.html includes no function of kdref/reference/{method}.py from the source"
     assert 'class="math' in (site / "methods" / f"{method}.html").read_text(encoding="utf-8")
 
 

@@ -23,6 +23,7 @@ files. In MyST::
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from collections.abc import Mapping, Sequence
@@ -212,6 +213,31 @@ class ArgumentsDirective(MethodDirective):
         return out
 
 
+class ApiDirective(SphinxDirective):
+    """``automodule`` of every registered method's module on one side (``reference`` or ``torch``),
+    in the registry's order, without the declarations (their tables are on the method pages): a
+    new method's API is documented without editing this page. Use it inside ``eval-rst``."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        from docutils.statemachine import StringList
+
+        from kdref.declaration import Declaration
+        from kdref.records import METHODS
+
+        lines: list[str] = []
+        for method in METHODS.values():
+            module = importlib.import_module(f"kdref.{self.arguments[0]}.{method.name}")
+            declared = sorted(name for name, value in vars(module).items() if isinstance(value, Declaration))
+            lines += [f".. automodule:: {module.__name__}", "   :members:", "   :ignore-module-all:"]
+            lines += [f"   :exclude-members: {', '.join(declared)}"] if declared else []
+            lines.append("")
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, source="kdref-api"), self.content_offset, container)
+        return container.children
+
+
 class ChecksDirective(SphinxDirective):
     """The table of checks the proof runs, with their example budgets."""
 
@@ -240,4 +266,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("kdref-properties", PropertiesDirective)
     app.add_directive("kdref-arguments", ArgumentsDirective)
     app.add_directive("kdref-checks", ChecksDirective)
+    app.add_directive("kdref-api", ApiDirective)
     return {"version": kdref.__version__, "parallel_read_safe": True, "parallel_write_safe": True}

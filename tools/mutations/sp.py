@@ -1,0 +1,27 @@
+"""Mutants of sp: one way at a time of breaking its math (see ``tools/mutants.py``)."""
+
+MUTANTS = [
+    ("sp/reference: no row normalisation", "kdref/reference/sp.py",
+     "    return g / np.maximum(norms, eps)\n", "    return g\n"),
+    ("sp/torch: no row normalisation", "kdref/torch/sp.py",
+     "        return g / divisors\n    return g * (1.0 / divisors)", "        return g\n    return g"),
+    ("sp/reference: p ignored (always ℓ2)", "kdref/reference/sp.py",
+     "    norms = np.sum(np.abs(g) ** p, axis=1, keepdims=True) ** (1.0 / p)\n",
+     "    norms = np.sqrt(np.sum(g ** 2, axis=1, keepdims=True))\n"),
+    ("sp/reference: layers summed instead of averaged", "kdref/reference/sp.py",
+     '    return total / len(terms) if layer_reduction == "mean" else total\n', "    return total\n"),
+    ("sp/torch: layers summed instead of averaged", "kdref/torch/sp.py",
+     '        return total / len(terms) if layer_reduction == "mean" else total\n', "        return total\n"),
+    ("sp/torch: diagonal dropped", "kdref/torch/sp.py", "    total = (g_t - g_s).square().sum()\n",
+     "    total = (g_t - g_s).square().sum() - (g_t - g_s).diagonal().square().sum()\n"),
+    ("sp/torch: zero-row gradient not masked", "kdref/torch/sp.py",
+     "        divisors = torch.where(norms > 0, divisors, torch.full_like(divisors, torch.inf))\n",
+     "        divisors = divisors\n"),
+    ("sp/torch: teacher not detached", "kdref/torch/sp.py", "s, t = s.to(dtype), t.detach().to(dtype)",
+     "s, t = s.to(dtype), t.to(dtype)"),
+    ("sp/torch: products under autocast", "kdref/torch/sp.py",
+     "    with torch.autocast(device_type=q_s[0].device.type, enabled=False):\n", "    if True:\n"),
+    ("sp/torch: trace-form cosine not masked", "kdref/torch/sp.py",
+     "    cosine = torch.where(both, cross / (m_t * m_s), torch.zeros_like(cross))\n",
+     "    cosine = cross / (m_t * m_s)\n"),
+]
