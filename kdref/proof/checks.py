@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from kdref.proof.bad_input import bad_inputs
 from kdref.proof.compare import Result, Worst, compare, matches_printed
 from kdref.proof.sides import (
+    as_modules,
     error_scale,
     evaluate,
     gradient_function,
@@ -289,12 +290,6 @@ def first_step(loss: Loss, inputs: Mapping[str, Any]) -> dict:
     return {k: v[0] if k in per_step else v for k, v in inputs.items()}
 
 
-def _as_modules(loss: Loss, args: Mapping[str, Any]) -> dict:
-    """The torch side's arguments with its ``"network"`` mappings built into modules."""
-    return {k: loss.torch_modules[k](v) if k in loss.torch_modules and isinstance(v, Mapping) else v
-            for k, v in args.items()}
-
-
 def check_bad_input(case: Case, device: str = "cpu") -> Result:
     """Each malformed argument, knob or convention raises the expected exception, whose message
     names what is at fault."""
@@ -306,7 +301,7 @@ def check_bad_input(case: Case, device: str = "cpu") -> Result:
             fn = case.loss.reference if side == "reference" else case.loss.torch
             for bad in bad_inputs(case, base, side, device):
                 total += 1
-                args = _as_modules(case.loss, bad.args) if side == "torch" else dict(bad.args)
+                args = as_modules(case.loss, bad.args) if side == "torch" else dict(bad.args)
                 convention = args.pop("convention", case.convention)
                 try:
                     fn(**args, convention=convention)

@@ -113,7 +113,7 @@ def evaluate(loss: Loss, fn: Callable, inputs: Mapping[str, Any], convention: st
     torch side, ``"network"`` arguments are built into modules first (``Loss.torch_modules``).
     """
     if side == "torch":
-        inputs = {k: loss.torch_modules[k](v) if k in loss.torch_modules else v for k, v in inputs.items()}
+        inputs = as_modules(loss, inputs)
     if loss.declaration.state is None:
         return flatten_output(fn(**inputs, convention=convention))
     steps = run_steps(loss, fn, inputs, convention)
@@ -132,15 +132,19 @@ def gradient_function(loss: Loss, fn: Callable, inputs: Mapping[str, Any], conve
     """
     if loss.declaration.state is None:
         return lambda **kw: evaluate(loss, fn, kw, convention, side, "losses")
-    if side == "torch":
-        fn = _with_modules(loss, fn)
-    starts = [inputs[loss.declaration.state]] + [state for _, state in run_steps(loss, fn, inputs, convention)]
-    return lambda **kw: flatten_output([value for value, _ in run_steps(loss, fn, kw, convention, starts)])
+
+    def step(**kw):
+        return fn(**as_modules(loss, kw)) if side == "torch" else fn(**kw)
+
+    starts = [inputs[loss.declaration.state]] + [state for _, state in run_steps(loss, step, inputs, convention)]
+    return lambda **kw: flatten_output([value for value, _ in run_steps(loss, step, kw, convention, starts)])
 
 
-def _with_modules(loss: Loss, fn: Callable) -> Callable:
-    """``fn`` called with its ``"network"`` arguments built into modules."""
-    return lambda **kw: fn(**{k: loss.torch_modules[k](v) if k in loss.torch_modules else v for k, v in kw.items()})
+def as_modules(loss: Loss, inputs: Mapping[str, Any]) -> dict:
+    """The torch side's arguments with its ``"network"`` parameters built into modules
+    (``Loss.torch_modules``); anything else, a bad input included, as it is."""
+    return {k: loss.torch_modules[k](v) if k in loss.torch_modules and isinstance(v, Mapping) else v
+            for k, v in inputs.items()}
 
 
 def error_scale(method: Method, inputs: Mapping[str, Any], convention: str) -> float:
