@@ -1,8 +1,8 @@
-"""SP tests the generic harness cannot state: the spec's values that are not a float64 loss (the
-similarity matrices, the float32 zero-row value and the libraries' exploding gradient), the
-degenerate cases of sp.md §5 in value and gradient, what is *not* an invariance, float16 inputs,
-the trace form on a large batch and its limits (the check hook), layers of one batch, and
-``torch.compile`` through the zero-row mask."""
+"""SP tests the generic harness cannot state (the spec's matrices and degenerate batches are golden
+edge cases): the float32 zero-row value and the libraries' exploding gradient, the zero-row and
+dead-teacher gradients, what is *not* an invariance, float16 inputs, the trace form on a large
+batch and its limits (the check hook), layers of one batch, and ``torch.compile`` through the
+zero-row mask."""
 
 from __future__ import annotations
 
@@ -28,13 +28,6 @@ def torch_grad(student: list[np.ndarray], teacher: list[np.ndarray], dtype=torch
     xs = [t(s, True, dtype) for s in student]
     value = tsp.sp_loss(xs, [t(a, dtype=dtype) for a in teacher], **knobs)
     return [g.double().numpy() for g in torch.autograd.grad(value, xs)]
-
-
-def test_similarity_matrices_of_example_a():
-    """sp.md §8: the hand-check matrices G_T and G_S of example A, on both sides."""
-    for side in (ref.similarity_matrix, lambda q: tsp.similarity_matrix(t(q)).numpy()):
-        assert_printed(side(T_A), GOLDEN["similarity"]["G_T"])
-        assert_printed(side(S_A), GOLDEN["similarity"]["G_S"])
 
 
 def test_zero_row_value_and_the_libraries_exploding_gradient():
@@ -87,24 +80,14 @@ def test_finite_differences_at_a_zero_row_are_not_a_gradient():
     assert abs(ref.sp_loss([moved], [T_A]) - ref.sp_loss([S_A_ZERO], [T_A])) > 1e-2
 
 
-def test_batch_of_one_is_zero_with_zero_gradient():
-    """sp.md §5: b = 1 gives G = [1] for both networks, so the loss is 0 (gradient 0) — exactly, on
-    every kernel: see :func:`test_one_element_rows_normalise_to_exactly_one`."""
-    rng = np.random.default_rng(0)
-    student, teacher = rng.normal(size=(1, 3)), rng.normal(size=(1, 5))
-    assert ref.similarity_matrix(student).tolist() == [[1.0]]
-    assert ref.sp_loss([student], [teacher]) == 0.0
-    assert tsp.sp_loss([t(student)], [t(teacher)]).item() == 0.0
-    assert np.all(torch_grad([student], [teacher])[0] == 0.0)
-
-
 @pytest.mark.parametrize("side", ["reference", "torch"])
 @pytest.mark.parametrize("p", [1, 2])
 def test_one_element_rows_normalise_to_exactly_one(side, p):
-    """Why b = 1 is exact whatever the kernels: the 1×1 Gram ‖q‖² = x comes out of the matmul
-    rounded either way (its summation order, FMA or not, depends on the CPU's vector width and the
-    BLAS), but its row [x] has norm |x| exactly — |x| for p = 1, and √fl(x²) = |x| in binary
-    floating point for p = 2 (x² neither overflows nor underflows here) — and x / |x| = 1 is exact.
+    """Why b = 1 is exact (the golden edge case G = [1]) whatever the kernels: the 1×1 Gram
+    ‖q‖² = x comes out of the matmul rounded either way (its summation order, FMA or not, depends on
+    the CPU's vector width and the BLAS), but its row [x] has norm |x| exactly — |x| for p = 1, and
+    √fl(x²) = |x| in binary floating point for p = 2 (x² neither overflows nor underflows here) —
+    and x / |x| = 1 is exact.
     x = 0.4434009546022054 is the b = 1 test's student ‖q‖² one ulp up, as an FMA chain rounds it:
     multiplying by fl(1/x) instead of dividing gave 1 − 2⁻⁵³ there, the reported loss (2⁻⁵³)² ≈ 1.2326e-32."""
     rng = np.random.default_rng(8)
@@ -121,21 +104,11 @@ def test_one_element_rows_normalise_to_exactly_one(side, p):
 
 
 @pytest.mark.parametrize("b", [2, 3, 5])
-def test_small_collapsed_and_dead_batches(b):
-    """sp.md §5: at b = 2 the rows [‖q_1‖², q_1ᵀq_2] are normalised, so the loss is not trivially 0;
-    all rows identical make every row of G equal to b^(−1/2) · 1; a teacher layer that is all zero
-    (a dead post-ReLU map) has G_T = 0, so each student row adds its squared norm 1: the term is
-    b / b² = 1/b, with a gradient of 0 (‖G_S[i]‖ = 1 is constant). Both sides."""
-    student, teacher = np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.0, 1.0]])
-    assert ref.sp_loss([student], [teacher]) > 0.01
-    assert tsp.sp_loss([t(student)], [t(teacher)]).item() == pytest.approx(ref.sp_loss([student], [teacher]),
-                                                                          rel=1e-12)
-    q = np.tile(np.array([[0.3, -2.0, 1.5]]), (b, 1))
-    np.testing.assert_allclose(ref.similarity_matrix(q), np.full((b, b), b ** -0.5), rtol=1e-15)
-    np.testing.assert_allclose(tsp.similarity_matrix(t(q)).numpy(), np.full((b, b), b ** -0.5), rtol=1e-15)
+def test_dead_teacher_layer_gives_zero_gradient(b):
+    """sp.md §5: a dead teacher layer (G_T = 0) costs 1/b (golden edge case), constant in the
+    student, since every row of G_S has norm 1: its gradient is 0, to rounding (tighter than the
+    reference's finite differences can say)."""
     student, dead = np.random.default_rng(b).normal(size=(b, 3)), np.zeros((b, 6))
-    assert ref.sp_loss([student], [dead]) == pytest.approx(1 / b, rel=1e-14)
-    assert tsp.sp_loss([t(student)], [t(dead)]).item() == pytest.approx(1 / b, rel=1e-14)
     np.testing.assert_allclose(torch_grad([student], [dead])[0], 0.0, atol=1e-15)
 
 

@@ -7,6 +7,8 @@ for per-loss checks a ``(method, loss)`` pair), an example budget and a device, 
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -75,30 +77,62 @@ def _run(target: str, check: str, action: Callable[[Worst], int], numeric: bool 
 # Golden values
 
 
-def golden_arguments(method: Method, example: Mapping[str, Any]) -> dict:
-    """The example's arguments with ``"$name"`` references replaced by the golden inputs."""
+def golden_arguments(method: Method, example: Mapping[str, Any], loss: Loss | None = None) -> dict:
+    """The example's arguments as arrays: ``"$name"`` references replaced by the golden inputs,
+    and numbers written out in the example (nested lists) made arrays where ``loss`` declares an
+    array argument, or everywhere for an intermediate function (``"function"``)."""
     named = method.golden["inputs"]
+    kinds = {a.name: a for a in loss.args} if loss is not None else {}
 
-    def resolve(value):
-        if isinstance(value, str) and value.startswith("$"):
-            data = np.asarray(named[value[1:]])
-            return data.astype(np.float64) if np.issubdtype(data.dtype, np.floating) else data.astype(np.int64)
-        if isinstance(value, list) and value and all(isinstance(v, str) and v.startswith("$") for v in value):
-            return [resolve(v) for v in value]
+    def is_ref(value) -> bool:
+        return isinstance(value, str) and value.startswith("$")
+
+    def array(value, arg):
+        data = np.asarray(named[value[1:]] if is_ref(value) else value)
+        if arg is not None:
+            integer = arg.base_kind in ("labels", "indices")
+        else:  # an intermediate's argument, or a call the docs show: as the golden input is stored
+            integer = is_ref(value) and np.issubdtype(data.dtype, np.integer)
+        return data.astype(np.int64 if integer else np.float64)
+
+    def resolve(name, value):
+        arg = kinds.get(name)
         if isinstance(value, dict):  # a mapping argument (parameters, state)
-            return {k: resolve(v) for k, v in value.items()}
+            return {k: resolve(None, v) for k, v in value.items()}
+        if (arg is not None and arg.is_list) or (isinstance(value, list) and value and all(map(is_ref, value))):
+            return [array(v, arg) for v in value]
+        if is_ref(value) or (isinstance(value, list) and (arg.is_array if arg else "function" in example)):
+            return array(value, arg)
         return value
 
-    return {k: resolve(v) for k, v in example["args"].items()}
+    return {k: resolve(k, v) for k, v in example["args"].items()}
 
 
 def golden_examples(case: Case) -> list[Mapping[str, Any]]:
-    return [ex for ex in case.method.golden["examples"]
+    """The spec's worked examples and edge cases (``"examples"``, ``"edge_cases"``) of the case."""
+    golden = case.method.golden
+    return [ex for ex in [*golden["examples"], *golden.get("edge_cases", [])]
             if ex["loss"] == case.loss.name and ex["convention"] == case.convention]
 
 
+def intermediate(case: Case, side: str, name: str, args: Mapping[str, Any], device: str = "cpu"):
+    """An intermediate quantity of the case's loss (``similarity_matrix``), the function of that
+    name in the loss's module on ``side``, as NumPy arrays (a tuple of them for several)."""
+    reference = inspect.getmodule(inspect.unwrap(case.loss.reference))
+    if side == "reference":
+        out = getattr(reference, name)(**args)
+    else:
+        import torch
+
+        module = importlib.import_module(reference.__name__.replace("kdref.reference", "kdref.torch"))
+        out = getattr(module, name)(**{k: to_torch(v, torch.float64, device) for k, v in args.items()})
+        out = tuple(to_numpy(o) for o in out) if isinstance(out, tuple) else to_numpy(out)
+    return out
+
+
 def check_golden(case: Case, side: str, device: str = "cpu") -> Result:
-    """Every worked example of the case reproduces to its printed digits on ``side``."""
+    """Every worked example and edge case of the case reproduces to its printed digits on ``side``:
+    the loss's value and gradients, or an intermediate quantity (``"function"``)."""
     examples = golden_examples(case)
 
     def action(worst: Worst) -> int:
@@ -106,10 +140,18 @@ def check_golden(case: Case, side: str, device: str = "cpu") -> Result:
             raise AssertionError(f"no worked example in kdref/golden/{case.method.name}.json covers {case.label}")
         loss = subject(case, side, device)
         for example in examples:
-            args = golden_arguments(case.method, example)
-            matches_printed(loss(**args), example["value"], example["source"], worst)
+            where = f"{example['source']} ({side})"
+            if "function" in example:
+                out = intermediate(case, side, example["function"], golden_arguments(case.method, example), device)
+                pairs = zip(out, example["value"], strict=True) if isinstance(out, tuple) else [(out, example["value"])]
+                for value, printed in pairs:
+                    matches_printed(value, printed, f"{example['function']}, {where}", worst)
+                continue
+            args = golden_arguments(case.method, example, case.loss)
+            matches_printed(loss(**args), example["value"], where, worst)
             for wrt, printed in example.get("grad", {}).items():
-                matches_printed(loss.grad(wrt, **args), printed, example["grad_source"], worst)
+                matches_printed(loss.grad(wrt, **args), printed, f"{example.get('grad_source', example['source'])} "
+                                f"(∂/∂{wrt}, {side})", worst)
         return len(examples)
 
     return _run(case.id, f"golden:{side}", action)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -82,17 +83,30 @@ def printed_tolerance(text: str) -> float:
     return 0.5 * 10.0 ** exponent
 
 
-def matches_printed(actual, printed, what: str, worst: Worst) -> None:
-    """``actual`` reproduces every printed digit of ``printed`` (a string or nested lists of them)."""
+def printed_values(printed) -> tuple[np.ndarray, np.ndarray]:
+    """The numbers ``printed`` stands for (a string or nested lists of them, as in the golden
+    files) and the error each may have: half a unit in its last digit, or 0 for a fraction such as
+    ``"1/3"`` (an exact value)."""
     texts = np.asarray(printed, dtype=object)
-    expected = np.vectorize(float, otypes=[np.float64])(texts)
-    bounds = np.vectorize(printed_tolerance, otypes=[np.float64])(texts)
+    expected = np.vectorize(lambda v: float(Fraction(v)), otypes=[np.float64])(texts)
+    bounds = np.vectorize(lambda v: 0.0 if "/" in v else printed_tolerance(v), otypes=[np.float64])(texts)
+    return expected, bounds
+
+
+def matches_printed(actual, printed, what: str, worst: Worst | None = None) -> None:
+    """``actual`` reproduces every printed digit of ``printed``; one printed number stands for every
+    entry of an array (``"0.000000"`` for a whole gradient)."""
+    expected, bounds = printed_values(printed)
     a = np.asarray(actual, dtype=np.float64)
+    if expected.ndim == 0:
+        expected, bounds = np.broadcast_to(expected, a.shape), np.broadcast_to(bounds, a.shape)
     if a.shape != expected.shape:
         raise AssertionError(f"{what}: shape {a.shape} != printed {expected.shape}")
     # the printed value is the exact one rounded; allow float64 rounding on top of half a digit
     bounds = bounds * (1 + 1e-9) + 1e-15 * np.abs(expected)
     error = np.abs(a - expected)
-    worst.update(float(np.max(error)), float(np.max(error / bounds)))
+    if worst is not None and error.size:
+        ratios = np.where(error == 0, 0.0, error / np.where(bounds > 0, bounds, np.inf))
+        worst.update(float(np.max(error)), float(np.max(ratios)))
     if np.any(error > bounds):
         raise AssertionError(f"{what}: got {a}, the spec prints {printed}")
