@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "get", "methods"]
+__all__ = ["__version__", "check", "get", "methods"]
 
 
 def methods() -> list[str]:
@@ -25,3 +25,11 @@ def get(name: str):
     from kdref.records import method
 
     return method(name)
+
+
+def check(fn, method, loss=None, **options):
+    """Check your own implementation ``fn`` of ``method``'s loss against every kdref convention and
+    name the one it computes: see :func:`kdref.checker.check`."""
+    from kdref.checker import check as run
+
+    return run(fn, method, loss, **options)

@@ -1,4 +1,4 @@
-"""The ``kdref`` command: ``kdref list``, ``kdref verify`` and ``kdref bench``.
+"""The ``kdref`` command: ``kdref list``, ``kdref verify``, ``kdref check`` and ``kdref bench``.
 
 ``kdref verify`` runs the proof harness (:mod:`kdref.proof`) — the same checks as the test
 suite — on this machine, prints a table method × case × check with the worst error seen, and
@@ -199,6 +199,78 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if missed else 0
 
 
+def _load(target: str):
+    """``MODULE:CALLABLE`` (a dotted module, or a ``.py`` file) to the object; a class is instantiated."""
+    import importlib
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    module_name, _, attribute = target.rpartition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected MODULE:CALLABLE (mypackage.losses:kd_loss or path/to/file.py:kd_loss), "
+                         f"got {target!r}")
+    if module_name.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(module_name)
+    obj = getattr(module, attribute)
+    return obj() if inspect.isclass(obj) else obj
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{what} expects NAME=VALUE, got {item!r}")
+        out[name] = value
+    return out
+
+
+def _inputs(method: str, loss: str | None, given: dict[str, str]) -> dict[str, int | str | None]:
+    """``--input`` on top of the default (the required arguments by position, in kdref's order): a
+    name given a keyword or ``-`` leaves the positions, the others keep their order."""
+    from kdref import get
+
+    record = get(method)
+    declared = (record.losses[0] if loss is None else record.loss(loss)).args
+    where = {k: None if v == "-" else int(v) if v.isdigit() else v for k, v in given.items()}
+    positional = [a.name for a in declared if not a.optional and a.name not in where]
+    taken = {v for v in where.values() if isinstance(v, int)}
+    free = (i for i in range(len(positional) + len(taken)) if i not in taken)
+    return {**{name: next(free) for name in positional}, **where}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import ast
+
+    from kdref.checker import check
+
+    def literal(text: str):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+
+    try:
+        fn = _load(args.target)
+        inputs = _inputs(args.method, args.loss, _pairs(args.input, "--input"))
+        fixed = {k: literal(v) for k, v in _pairs(args.fixed, "--fixed").items()}
+        report = check(fn, args.method, args.loss, inputs=inputs, fixed=fixed, dtype=args.dtype, device=args.device,
+                       backend="numpy" if args.numpy else "torch", max_examples=args.examples,
+                       detached=not args.not_detached)
+    except (ValueError, TypeError, KeyError, ImportError, AttributeError) as exc:
+        print(f"kdref check: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if report.ok and (args.convention is None or args.convention in report.matches or any(
+        args.convention in report.verdict(c).aliases for c in report.matches)) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kdref", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--checks", default=None, help=f"comma-separated subset of: golden, {', '.join(CHECK_NAMES)}")
     verify.add_argument("--jobs", type=int, default=0,
                         help="worker processes (default: one per CPU core on cpu, 1 on cuda)")
+    checking = sub.add_parser("check", help="check your own loss against every convention of a kdref loss")
+    checking.add_argument("target", metavar="MODULE:CALLABLE",
+                          help="your loss: a function or nn.Module (a class is instantiated without arguments)")
+    checking.add_argument("--method", required=True, help="the kdref method (kdref list shows them)")
+    checking.add_argument("--loss", default=None, help="which loss of the method (default: its first)")
+    checking.add_argument("--input", action="append", default=[], metavar="NAME=WHERE",
+                          help="how kdref's argument NAME reaches your function: a position (0, 1, ...), a keyword, "
+                               "or - for not at all; repeat for each (default: the required ones by position)")
+    checking.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
+                          help="kdref's value of an argument or knob on every input (temperature hard-coded in "
+                               "your loss: --fixed T=4)")
+    checking.add_argument("--dtype", default="float64", choices=("float64", "float32", "bfloat16", "float16"))
+    checking.add_argument("--device", default="cpu", help="the torch device your loss runs on")
+    checking.add_argument("--numpy", action="store_true", help="your loss takes and returns NumPy arrays")
+    checking.add_argument("--examples", type=int, default=60, help="inputs to draw beside the spec's")
+    checking.add_argument("--convention", default=None, help="exit 0 only if your loss matches this convention")
+    checking.add_argument("--not-detached", action="store_true",
+                          help="your training loop computes the teacher under no_grad: a teacher gradient through "
+                               "the loss is not a problem")
     bench = sub.add_parser("bench", help="time and peak memory of kdref.torch vs the popular formulation")
     bench.add_argument("method", help="a method with a benchmarks/<method>.py")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -219,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads per variant (default: torch's)")
     bench.add_argument("--no-save", action="store_true", help="print only; do not write benchmarks/results/")
     args = parser.parse_args(argv)
-    return {"list": cmd_list, "verify": cmd_verify, "bench": cmd_bench}[args.command](args)
+    return {"list": cmd_list, "verify": cmd_verify, "check": cmd_check, "bench": cmd_bench}[args.command](args)
 
 
 if __name__ == "__main__":
