@@ -23,14 +23,19 @@ def _methods(names: list[str]):
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    for method in _methods([]):
+    """Each method, its citation, and each loss's conventions with what they compute (the library
+    an alias names reproduces its preset)."""
+    for method in _methods(args.methods):
         print(f"{method.name:8} {method.title}")
         print(f"{'':8} {method.citation}")
         for loss in method.losses:
             conventions = loss.conventions
-            names = [n + (" (default)" if n == conventions.default else "") for n in conventions.presets]
-            names += [f"{a} (= {t})" for a, t in conventions.aliases.items()]
-            print(f"{'':8}   {loss.name}: {', '.join(names)}")
+            print(f"{'':8}   {loss.name}:")
+            for name in conventions.presets:
+                aliases = [a for a, target in conventions.aliases.items() if target == name]
+                label = name + (" (default)" if name == conventions.default else "")
+                label += f" = {', '.join(aliases)}" if aliases else ""
+                print(f"{'':8}     {label}: {conventions.descriptions.get(name, '')}")
         print()
     return 0
 
@@ -274,7 +279,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kdref", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the implemented methods, their citations and conventions")
+    listing = sub.add_parser("list", help="the implemented methods, their citations and conventions")
+    listing.add_argument("methods", nargs="*", metavar="METHOD", help="methods to list (default: all)")
     verify = sub.add_parser("verify", help="prove kdref.torch equal to kdref.reference on this machine")
     verify.add_argument("methods", nargs="*", metavar="METHOD", help="methods to verify (default: all)")
     verify.add_argument("--device", choices=("cpu", "cuda"), default="cpu",

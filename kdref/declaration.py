@@ -235,6 +235,10 @@ def _dtype_name(x) -> str:
     return str(x.dtype).removeprefix("torch.")
 
 
+#: reference module -> the declarations implemented in it (for errors that point to a sibling loss)
+_SIBLINGS: dict[str, list[Declaration]] = {}
+
+
 @dataclass(frozen=True)
 class Declaration:
     """The contract of one loss function.
@@ -275,6 +279,8 @@ class Declaration:
             choices={k.name: k.choices for k in self.knobs if k.choices is not None}))
 
     conventions: Conventions = field(init=False, repr=False, compare=False)
+    #: the reference module the loss is implemented in (set by :meth:`implement`)
+    _module: str = field(default="", init=False, repr=False, compare=False)
 
     def derive(self, name: str, *, drop_knobs: Sequence[str] = (), **changes) -> Declaration:
         """A sibling loss: this declaration renamed, without some knobs (and their preset values)."""
@@ -298,7 +304,16 @@ class Declaration:
     # Knobs
 
     def resolve(self, convention: str | None = None, **overrides: Any) -> Mapping[str, Any]:
-        """The knob values of ``convention`` with explicit non-``None`` ``overrides``, each checked."""
+        """The knob values of ``convention`` with explicit non-``None`` ``overrides``, each checked.
+        An unknown convention that names one of a sibling loss (a loss of the same module) points
+        to it: ``"torchdistill"`` is a convention of ``torchdistill_kd_loss``, not of
+        ``soft_target_loss``."""
+        if isinstance(convention, str) and convention not in self.conventions.names:
+            owners = [d.name for d in _SIBLINGS.get(self._module, []) if convention in d.conventions.names]
+            if owners:
+                raise ValueError(f"{self.name}: unknown convention {convention!r}; it is a convention of "
+                                 f"{' and '.join(owners)}, which computes that library's loss; the conventions of "
+                                 f"{self.name} are {', '.join(map(repr, self.conventions.names))}")
         knobs = self.conventions.resolve(convention, **overrides)
         return MappingProxyType({k.name: k.check(self.name, knobs[k.name]) for k in self.knobs})
 
@@ -393,6 +408,10 @@ class Declaration:
 
         def decorate(body: Callable) -> Callable:
             self._check_body(body)
+            module = body.__module__.replace("kdref.torch.", "kdref.reference.")
+            object.__setattr__(self, "_module", module)
+            if not any(d is self for d in _SIBLINGS.setdefault(module, [])):
+                _SIBLINGS[module].append(self)
 
             @functools.wraps(body)
             def loss(*args, **kwargs):

@@ -109,3 +109,18 @@ def test_the_docstring_lists_every_argument_convention_and_knob():
                  "  order: a power; an integer in [1, ∞)."):
         assert line in doc, doc
     assert "``'kdzoo'`` (= ``'official'``)" in doc
+
+
+@pytest.mark.parametrize("side", ["reference", "torch"])
+def test_a_library_name_of_a_sibling_loss_points_to_it(side):
+    """torchdistill's KD is its own loss (α·CE + β·T²·KL): asking soft_target_loss for it names the
+    function that computes it."""
+    import importlib
+
+    module = importlib.import_module(f"kdref.{side}.st")
+    s = np.zeros((2, 3)) if side == "reference" else importlib.import_module("torch").zeros(2, 3)
+    with pytest.raises(ValueError, match="^soft_target_loss: unknown convention 'torchdistill'; it is a convention "
+                                         "of torchdistill_kd_loss"):
+        module.soft_target_loss(s, s, 2.0, convention="torchdistill")
+    with pytest.raises(ValueError, match="^soft_target_loss: unknown convention 'nope'; valid conventions"):
+        module.soft_target_loss(s, s, 2.0, convention="nope")

@@ -35,7 +35,8 @@ def test_kdref_list_shows_methods_citations_and_conventions():
     out = subprocess.run([sys.executable, "-m", "kdref.cli", "list"], capture_output=True, text=True, check=True)
     for method in METHODS.values():
         assert method.name in out.stdout and method.citation in out.stdout
-    assert "kdzoo (= kl_t2)" in out.stdout and "official_tf" in out.stdout
+    assert "kl_t2 (default) = kdzoo, repdistiller, mdistiller: T² · KL(p‖q)" in out.stdout
+    assert "official_tf: official TensorFlow code" in out.stdout
 
 
 def test_kdref_verify_prints_the_table_and_exits_zero():
