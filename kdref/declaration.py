@@ -408,10 +408,9 @@ class Declaration:
 
         def decorate(body: Callable) -> Callable:
             self._check_body(body)
-            module = body.__module__.replace("kdref.torch.", "kdref.reference.")
-            object.__setattr__(self, "_module", module)
-            if not any(d is self for d in _SIBLINGS.setdefault(module, [])):
-                _SIBLINGS[module].append(self)
+            if not self._module:  # the first implementation names the module (a test's mock does not)
+                object.__setattr__(self, "_module", body.__module__.replace("kdref.torch.", "kdref.reference."))
+                _SIBLINGS.setdefault(self._module, []).append(self)
 
             @functools.wraps(body)
             def loss(*args, **kwargs):

@@ -1,6 +1,7 @@
-"""AB checks the generic harness cannot state: the edge cases of ab.md §5, the rules of the
-connector's ``check`` hook (the golden examples carry no connector, so no bad connector is
-generated from them), the monitor, and the modules (ABConnector, ABLoss)."""
+"""AB checks the generic harness cannot state (ab.md §5's values are golden edge cases): the
+gradient at the margin, the post-ReLU floor, the rules of the connector's ``check`` hook (the golden
+examples carry no connector, so no bad connector is generated from them), the monitor, and the
+modules (ABConnector, ABLoss)."""
 
 from __future__ import annotations
 
@@ -35,23 +36,15 @@ def params(c_in: int, c_out: int, seed: int = 0, bias: bool = False) -> dict:
 # -- ab.md §5, edge cases ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("side", ["reference", "torch"])
-def test_teacher_exactly_zero_is_inactive(side):
-    """ρ(0) = 0: a student response s > −μ under a teacher response of exactly 0 costs (μ + s)²."""
-    s, t = np.full((1, 1, 1, 1), 0.5), np.zeros((1, 1, 1, 1))
-    loss = ref.ab_loss(s, t) if side == "reference" else tab.ab_loss(t64(s), t64(t)).item()
-    assert loss == 2.25
-
-
-@pytest.mark.parametrize(("s", "t"), [(1.0, 0.3), (-1.0, -0.2), (2.0, 5.0), (-3.0, 0.0)])
-def test_student_at_or_beyond_the_margin_costs_nothing(s, t):
-    """At s = ±μ on the teacher's side (and beyond) the value and the gradient are exactly 0: the
-    squared hinge is C¹, so the code's asymmetric inequalities have no effect (§5, μ = 1)."""
+@pytest.mark.parametrize(("s", "t"), [(1.0, 0.3), (-1.0, -0.2)])
+def test_student_at_the_margin_has_zero_gradient(s, t):
+    """At s = ±μ on the teacher's side the gradient is exactly 0 (the value 0 is a golden edge
+    case): the squared hinge is C¹, so the code's asymmetric inequalities have no effect (§5, μ = 1).
+    Finite differences straddle the kink there, so this is a torch test."""
     x = torch.full((1, 1, 1, 1), s, dtype=torch.float64, requires_grad=True)
     loss = tab.ab_loss(x, torch.full((1, 1, 1, 1), t, dtype=torch.float64), reduction="sum")
     (grad,) = torch.autograd.grad(loss, x)
-    assert loss.item() == 0.0 and grad.item() == 0.0
-    assert ref.ab_loss(np.full((1, 1, 1, 1), s), np.full((1, 1, 1, 1), t)) == 0.0
+    assert grad.item() == 0.0
 
 
 def test_post_relu_student_without_connector_keeps_a_floor():
@@ -64,11 +57,11 @@ def test_post_relu_student_without_connector_keeps_a_floor():
 
 
 @pytest.mark.parametrize("side", ["reference", "torch"])
-def test_batch_of_one_needs_no_connector_but_batchnorm_does(side):
-    """§5: the loss is fine for N = 1; a BatchNorm connector with one value per channel is refused."""
+def test_batch_of_one_refuses_a_batchnorm_connector(side):
+    """§5: the loss is fine for N = 1 (a golden edge case); a BatchNorm connector with one value per
+    channel is refused."""
     fn, conv = (ref.ab_loss, np.asarray) if side == "reference" else (tab.ab_loss, t64)
     s, t = conv(S[:1, :, :, :1]), conv(T[:1, :, :, :1])
-    assert float(fn(s, t)) == 0.25  # s = 1 and 0.5 under active teachers 0.3 and 1.0: 0 + (1 − 0.5)²
     with pytest.raises(ValueError, match=r"^connector: BatchNorm with batch statistics needs more than one value"):
         fn(s, t, {k: conv(v) for k, v in params(2, 2).items()})
 

@@ -119,8 +119,8 @@ def test_a_library_name_of_a_sibling_loss_points_to_it(side):
 
     module = importlib.import_module(f"kdref.{side}.st")
     s = np.zeros((2, 3)) if side == "reference" else importlib.import_module("torch").zeros(2, 3)
-    with pytest.raises(ValueError, match="^soft_target_loss: unknown convention 'torchdistill'; it is a convention "
-                                         "of torchdistill_kd_loss"):
+    with pytest.raises(ValueError, match=r"^soft_target_loss: unknown convention 'torchdistill'; it is a convention "
+                                         r"of torchdistill_kd_loss"):
         module.soft_target_loss(s, s, 2.0, convention="torchdistill")
-    with pytest.raises(ValueError, match="^soft_target_loss: unknown convention 'nope'; valid conventions"):
+    with pytest.raises(ValueError, match=r"^soft_target_loss: unknown convention 'nope'; valid conventions"):
         module.soft_target_loss(s, s, 2.0, convention="nope")

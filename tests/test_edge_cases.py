@@ -1,4 +1,5 @@
-"""What the specs of ST and DML state that no generic check pins (section 5 of st.md and dml.md), both sides."""
+"""What the specs of ST and DML state that no generic check pins (section 5 of st.md and dml.md; st.md's float64
+values are golden edge cases), both sides."""
 
 from __future__ import annotations
 
@@ -18,18 +19,16 @@ ZEROS = np.zeros((3, 5))
 
 
 @pytest.mark.parametrize(("s", "t_", "T", "convention", "value"), [
-    ([[1000.0, -1000.0]], [[-1000.0, 1000.0]], 1.0, "kl", 2000.0),  # exact; a naive log(softmax) gives -inf
-    ([[0.0, 0.0]], [[0.0, -1e5]], 1.0, "kl", math.log(2.0)),  # p = [1, 0]: 0·log 0 = 0, not NaN; q uniform
-    (ZEROS, ZEROS, 1.0, "kl_t2", 0.0), (ZEROS, ZEROS, 4.0, "kl_t2", 0.0),  # zero logits: p = q uniform
-    (ZEROS, ZEROS, 1.0, "paper", math.log(5)), (ZEROS, ZEROS, 4.0, "paper", 16 * math.log(5)),  # CE = T²·log C
+    ([[1000.0, -1000.0]], [[-1000.0, 1000.0]], 1.0, "kl", 2000.0),
+    ([[0.0, 0.0]], [[0.0, -1e5]], 1.0, "kl", math.log(2.0)),
+    (ZEROS, ZEROS, 1.0, "kl_t2", 0.0), (ZEROS, ZEROS, 4.0, "kl_t2", 0.0),
+    (ZEROS, ZEROS, 1.0, "paper", math.log(5)), (ZEROS, ZEROS, 4.0, "paper", 16 * math.log(5)),
 ])
-@pytest.mark.parametrize(("dtype", "rel"), [(torch.float64, 1e-12), (torch.float32, 1e-6)])
-def test_st_spec_edge_values(s, t_, T, convention, value, dtype, rel):
-    """st.md §5: logits ±1000, a teacher probability that underflows, zero logits."""
-    expected = pytest.approx(value, rel=1e-12, abs=0)
-    assert ref_st.soft_target_loss(np.array(s), np.array(t_), T, convention=convention) == expected
-    got = torch_st.soft_target_loss(t(s, dtype=dtype), t(t_, dtype=dtype), T, convention=convention)
-    assert got.item() == pytest.approx(value, rel=rel, abs=0)
+def test_st_spec_edge_values_in_float32(s, t_, T, convention, value):
+    """st.md §5 (logits ±1000, a teacher probability that underflows, zero logits) in float32 on
+    torch; the float64 values, on both sides, are golden edge cases."""
+    got = torch_st.soft_target_loss(t(s, dtype=torch.float32), t(t_, dtype=torch.float32), T, convention=convention)
+    assert got.item() == pytest.approx(value, rel=1e-6, abs=0)
 
 
 def test_st_batch_of_one_batchmean_equals_sum():
@@ -38,13 +37,11 @@ def test_st_batch_of_one_batchmean_equals_sum():
     assert ref_st.soft_target_loss(s, t_, 4.0) == ref_st.soft_target_loss(s, t_, 4.0, reduction="sum")
 
 
-def test_dml_official_epsilon_formula_saturates_and_loses_its_gradient():
-    """dml.md §3/§7: the official ε-formula saturates at -log ε and its gradient vanishes, where the
-    exact KL is 60 with gradient [1, 0, -1]."""
+def test_dml_official_epsilon_formula_loses_its_gradient():
+    """dml.md §3/§7: the official ε-formula saturates at -log ε (a golden edge case) and its gradient
+    vanishes, where the exact KL is 60 with gradient [1, 0, -1] (both tighter than finite differences)."""
     z, peer = t([[30.0, 0.0, -30.0]], requires_grad=True), t([[-30.0, 0.0, 30.0]])
-    official = torch_dml.dml_mimicry_loss(z, [peer], convention="official_tf")
-    (gradient,) = torch.autograd.grad(official, z)
-    assert official.item() == pytest.approx(-math.log(1e-8), rel=1e-9)
+    (gradient,) = torch.autograd.grad(torch_dml.dml_mimicry_loss(z, [peer], convention="official_tf"), z)
     assert gradient.abs().max().item() < 1e-15
     (gradient,) = torch.autograd.grad(torch_dml.dml_mimicry_loss(z, [peer]), z)
     assert torch.allclose(gradient, t([[1.0, 0.0, -1.0]]), atol=1e-12)

@@ -1,10 +1,9 @@
-"""IRG tests the generic harness cannot state: the spec's intermediate values of Example D, the
-degenerate batches of irg.md §5 (value and gradient), Caffe's backward pass (``caffe_gradients``),
-float32 at a large offset and at extreme scales, the matching rule, and the rules between arguments."""
+"""IRG tests the generic harness cannot state (Example D's intermediate values and irg.md §5's degenerate
+batches are golden edge cases): the zero gradients a finite difference cannot state, Caffe's backward pass
+(``caffe_gradients``), float32 at a large offset and at extreme scales, the matching rule, and the rules
+between arguments."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -12,12 +11,9 @@ import torch
 
 from kdref.proof import fd_gradient
 from kdref.reference import irg as ref
-from kdref.registry import GOLDEN_DIR
 from kdref.torch import irg as tirg
-from tests.helpers import assert_printed, t
+from tests.helpers import t
 
-GOLDEN = json.loads((GOLDEN_DIR / "irg.json").read_text(encoding="utf-8"))
-S_L1, S_L2, T_L1, T_L2 = (np.asarray(GOLDEN["inputs"][k], dtype=np.float64) for k in ("S_L1", "S_L2", "T_L1", "T_L2"))
 EDGES = {"lambda1": 0.0, "lambda2": 1.0, "lambda3": 0.0}
 
 
@@ -29,63 +25,35 @@ def torch_grad(student, teacher, s_logits=None, t_logits=None, **kwargs):
     return loss.item(), [g.numpy() for g in grads]
 
 
-@pytest.mark.parametrize("lib", [ref, tirg])
-def test_example_d_normalised_edges_and_transformations(lib):
-    """§8 Example D: Â_T off-diagonal (0.4, 1, 1), Â_S (0.5, 1, 0.5), Σ over both triangles of the
-    squared differences 0.52; v_S = (1, 0, 4)/4, v_T = (1, 4, 2)/4, Σ(Δ)² = 1.25."""
-    x, golden, off_diagonal = np.asarray if lib is ref else t, GOLDEN["official_normalised"], ([0, 0, 1], [1, 2, 2])
-    A_t, A_s = (np.asarray(lib.normalize_by_max(lib.edge_matrix(x(f)))) for f in (T_L2, S_L2))
-    v_t, v_s = (np.asarray(lib.normalize_by_max(lib.transformation_vector(x(a), x(b))))
-                for a, b in ((T_L1, T_L2), (S_L1, S_L2)))
-    assert_printed([A_t[off_diagonal], A_s[off_diagonal]],
-                   [golden["edge_teacher_offdiagonal"], golden["edge_student_offdiagonal"]])
-    assert_printed([v_t, v_s], [golden["transformation_teacher"], golden["transformation_student"]])
-    assert_printed([np.sum((A_t - A_s) ** 2), np.sum((v_t - v_s) ** 2)],
-                   [golden["edge_squared_difference_sum"], golden["transformation_squared_difference_sum"]])
+@pytest.mark.parametrize("convention", ["official", "paper"])
+def test_collapsed_student_has_zero_edge_gradient(convention):
+    """§5 (the batch of one and the all-zero edge matrix are golden edge cases): without a clamp a
+    collapsed student has zero edge gradient in torch: "official" normalises the all-zero matrix to 0
+    (Caffe: NaN); the paper's sum needs no division, and every squared distance is at its minimum."""
+    rng = np.random.default_rng(3)
+    student, teacher = [np.tile(rng.normal(size=(1, 3)), (3, 1))], [rng.normal(size=(3, 4))]
+    assert np.all(torch_grad(student, teacher, convention=convention, **EDGES)[1][0] == 0.0)
 
 
-@pytest.mark.parametrize(("convention", "n"), [("paper", 1), ("kdzoo", 1), ("official", 1), ("official", 3),
-                                               ("paper", 3)])
-def test_edges_of_a_batch_of_one_or_a_collapsed_batch(convention, n):
-    """§5. N = 1: the edge matrix is [[0]]; the paper's sum is 0, and kdref defines the max-normalised
-    matrix as 0 there (Caffe and KD-Zoo: 0/0 = NaN), so the edge term is 0 with zero gradient on both
-    sides. Without a clamp a collapsed batch (every instance equal) has the all-zero edge matrix too:
-    "official" gives 0 with zero gradient (Caffe: NaN); the paper's sum needs no division, and its
-    edge gradient at a collapsed student is 0 (every squared distance is at its minimum)."""
-    rng = np.random.default_rng(n)
-    student, teacher = [np.tile(rng.normal(size=(1, 3)), (n, 1))], [rng.normal(size=(n, 4))]
-    np.testing.assert_array_equal(ref.normalize_by_max(ref.edge_matrix(student[0])), 0.0)
-    expected = ref.irg_loss(student, teacher, convention=convention, **EDGES)
-    value, (grad,) = torch_grad(student, teacher, convention=convention, **EDGES)
-    assert (expected == value == 0.0) if n == 1 else abs(value - expected) <= 1e-12 * expected
-    assert np.all(grad == 0.0)
-
-
-def test_kdzoo_edges_vanish_for_two_instances():
-    """§5, N = 2 under KD-Zoo's max normalisation: the single off-diagonal distance normalises to 1
-    in both networks, so the edge term is identically 0 (and its gradient); the vertex and
-    transformation terms still inform. The features are multiples of 1/4, so the centred Gram and
-    the distances are exact whatever the summation order (with general floats the gemm may round
-    G_01 and G_10 differently, depending on the BLAS path, and the edge term is then of order ε²)."""
+def test_kdzoo_pair_keeps_vertex_and_transformation():
+    """§5, N = 2 under KD-Zoo's max normalisation: the edge term is identically 0 (a golden edge
+    case), but the vertex and transformation terms still inform."""
     rng = np.random.default_rng(1)
     student, teacher = ([rng.integers(-8, 9, size=(2, d)) / 4.0 for _ in range(2)] for d in (3, 5))
     args = (student, teacher, rng.normal(size=(2, 4)), rng.normal(size=(2, 4)))
     others = {"convention": "kdzoo", "transformations": [(0, 1)], "match": "kdzoo"}
-    assert ref.irg_loss(*args, convention="kdzoo", **EDGES) == 0.0 and ref.irg_loss(*args, **others) > 0.01
-    value, grads = torch_grad(*args, convention="kdzoo", **EDGES)
-    assert value == 0.0 and all(np.all(g == 0.0) for g in grads) and torch_grad(*args, **others)[0] > 0.01
+    assert ref.irg_loss(*args, **others) > 0.01 and torch_grad(*args, **others)[0] > 0.01
 
 
 def test_kdzoo_collapsed_student_is_finite():
     """§5: every student instance identical — KD-Zoo's clamp at 1e-12 keeps the value and gradient
     finite (every off-diagonal distance clamps to 1e-12 and normalises to 1, as for any batch of
-    two); kdref agrees across sides and gives the clamped entries zero gradient."""
+    two: golden edge cases); kdref gives the clamped entries zero gradient."""
     rng = np.random.default_rng(2)
     args = ([np.tile(rng.normal(size=(1, 3)), (4, 1))], [rng.normal(size=(4, 5))], *rng.normal(size=(2, 4, 3)))
-    np.testing.assert_array_equal(ref.normalize_by_max(ref.edge_matrix(args[0][0], 1e-12)), 1.0 - np.eye(4))
-    expected = ref.irg_loss(*args, convention="kdzoo")
+    assert np.isfinite(ref.irg_loss(*args, convention="kdzoo"))
     value, (grad_f, grad_z) = torch_grad(*args, convention="kdzoo")
-    assert np.isfinite(expected) and abs(value - expected) <= 1e-12 * abs(expected)
+    assert np.isfinite(value)
     assert np.all(grad_f == 0.0), "clamped distances must not pass a gradient"
     assert np.all(np.isfinite(grad_z)) and np.any(grad_z != 0.0)
 

@@ -1,6 +1,7 @@
-"""NST tests the generic harness cannot state: the spec's values that are not a loss (normalised
-maps, the heuristic bandwidth), the zero-channel gradients of nst.md §5/§7, the two Gram forms and
-the compiled autograd function of the torch code, the spatial rules against torch's own resampling,
+"""NST tests the generic harness cannot state (the normalised maps, the heuristic bandwidth and an
+all-zero student are golden edge cases): the loss at the heuristic bandwidth, the torch heuristic
+against the reference's, the zero-channel gradients of nst.md §5/§7, the two Gram forms and the
+compiled autograd function of the torch code, the spatial rules against torch's own resampling,
 autocast with float32 inputs, and the rules between arguments and knobs that the declaration states."""
 
 from __future__ import annotations
@@ -26,20 +27,14 @@ SIDES = {"reference": (ref, np.asarray), "torch": (tnst, torch.as_tensor)}
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_normalised_maps_and_heuristic_bandwidth(side):
-    """nst.md §7: the normalised student channels; σ² = [1.6838507, 1.2964622] (distinct pairs of the
-    pooled maps, per example) and the Gaussian MMD² with it, [0.10392819, 0.34713309], mean 0.22553064.
-    All maps equal, or (with drop) fewer than two maps left: σ² = 1, where any value gives the same MMD²."""
+def test_gaussian_mmd2_at_the_heuristic_bandwidth(side):
+    """nst.md §7: the Gaussian MMD² with the heuristic σ² (itself a golden edge case),
+    [0.10392819, 0.34713309], mean 0.22553064."""
     (mod, conv), golden = SIDES[side], GOLDEN["sigma2_heuristic"]
-    assert_printed(np.asarray(mod.normalized_channel_maps(conv(FS))), GOLDEN["normalized_student"]["value"])
     sigma2 = mod.gaussian_sigma2_heuristic(conv(FS), conv(FT))
     gaussian = {"kernel": "gaussian", "sigma2": sigma2, "convention": "kdzoo"}
-    assert_printed(np.asarray(sigma2), golden["sigma2"])
     assert_printed(np.asarray(mod.nst_loss(conv(FS), conv(FT), **gaussian, reduction="none")), golden["mmd2"])
     assert_printed(float(mod.nst_loss(conv(FS), conv(FT), **gaussian)), golden["mmd2_mean"])
-    ones, zero = np.ones((1, 2, 2, 2)), np.zeros((1, 1, 2, 2))
-    assert mod.gaussian_sigma2_heuristic(conv(ones), conv(ones)).tolist() == [1.0]
-    assert mod.gaussian_sigma2_heuristic(conv(zero), conv(ones[:, :1]), zero_channel="drop").tolist() == [1.0]
 
 
 def test_heuristic_bandwidth_is_a_constant():
@@ -78,19 +73,6 @@ def test_gradient_on_a_zero_student_channel(knobs, largest):
     assert torch.isfinite(grad).all() and grad.abs().max().item() > 0.0
     on_zero_channel = grad[0, 1].abs().max().item()
     assert on_zero_channel > 1e10 if largest is None else on_zero_channel == pytest.approx(largest, rel=0.03)
-
-
-@pytest.mark.parametrize("zero_channel", ["keep", "drop"])
-@pytest.mark.parametrize("side", SIDES)
-def test_all_zero_student_keeps_the_teacher_term(side, zero_channel):
-    """An all-zero student map (keep): k(0, ·) = 0 for the polynomial kernel with c = 0, so the full
-    MMD² is the teacher–teacher mean alone; under drop the empty set's embedding is 0, the same value."""
-    mod, conv = SIDES[side]
-    teacher = ref.normalized_channel_maps(FT)
-    expected = np.mean(ref.kernel_matrix(teacher, teacher), axis=(1, 2))
-    got = mod.nst_loss(conv(np.zeros_like(FS)), conv(FT), convention="kdzoo", reduction="none",
-                       zero_channel=zero_channel)
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12)
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,10 +1,10 @@
-"""RKD tests the generic harness cannot state: the spec's hand-check values, the potentials'
-permutation equivariance, the degenerate cases of rkd.md §5 in value and gradient, the chunked
-angle term, float32 safety with a large common offset, and the angle term's own knobs."""
+"""RKD tests the generic harness cannot state (rkd.md §5's degenerate values are golden edge cases):
+the spec's hand-check values, the potentials' permutation equivariance, the collapsed student's zero
+gradient and the duplicates' masked one, the chunked angle term, float32 safety with a large common
+offset, and the angle term's own knobs."""
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np
@@ -66,27 +66,15 @@ def test_duplicate_samples_have_a_moderate_masked_gradient(convention):
 
 @pytest.mark.parametrize("side", ["reference", "torch"])
 def test_degenerate_batches(side):
-    """rkd.md §5. A collapsed student (all rows equal) against teacher A gives 0.0366823 (distance) and
-    0.1706717 (angle) officially, with zero gradient: every distance clamped, every edge of length 0.
-    N = 1: the angle sum over no triplet is 0 (the distance term's refusal is generated from its
-    declaration). N = 2: both terms are identically 0 (the normalised distances are 1, no distinct
-    triplet), with zero gradient; the mean over distinct triplets needs N = 3."""
+    """rkd.md §5 (its values, and the batches of one and two, are golden edge cases). A collapsed
+    student (all rows equal) against teacher A has zero gradient (torch): every distance clamped,
+    every edge of length 0. The mean over distinct triplets needs N = 3 (the distance term's refusal
+    of N = 1 is generated from its declaration)."""
     module, cast = (ref, np.asarray) if side == "reference" else (trkd, t)
-    dist, angle = module.rkd_distance_loss, module.rkd_angle_loss
-    collapsed = np.tile(S_A[:1], (4, 1))
-    for loss, printed in ((dist, "0.0366823"), (angle, "0.1706717")):
-        assert_printed(float(loss(cast(collapsed), cast(T_A), convention="official")), printed)
-    for convention in ("paper", "official"):
-        assert float(angle(cast(S_A[:1]), cast(T_A[:1]), convention=convention)) == 0.0
-        # exact: small-integer rows make d²_01 = d²_10 in any summation order, so d / μ = d / d = 1
-        assert float(dist(cast(S_A[:2]), cast(T_A[:2]), convention=convention)) == 0.0
-        # official: the i = k entries are cos = 1 in both networks, up to rounding
-        assert abs(float(angle(cast(S_A[:2]), cast(T_A[:2]), convention=convention))) <= 1e-15
     with pytest.raises(ValueError, match=r"^student must have at least 3 samples"):
-        angle(cast(S_A[:2]), cast(T_A[:2]), reduction="mean")
-    for loss, (student, teacher, convention) in itertools.product(
-            (dist, angle) if side == "torch" else (), ((collapsed, T_A, "official"), (S_A[:2], T_A[:2], "paper"))):
-        assert np.all(student_gradient(loss, student, teacher, convention=convention) == 0)
+        module.rkd_angle_loss(cast(S_A[:2]), cast(T_A[:2]), reduction="mean")
+    for loss in (trkd.rkd_distance_loss, trkd.rkd_angle_loss) if side == "torch" else ():
+        assert np.all(student_gradient(loss, np.tile(S_A[:1], (4, 1)), T_A, convention="official") == 0)
 
 
 @pytest.mark.parametrize("tuples", ["distinct", "all"])

@@ -21,9 +21,9 @@ from kdref.strategies.fitnet import fitnet_inputs, fitnet_regressed_inputs
 
 
 def _golden() -> dict:
-    """The worked examples, each ``weight`` and ``bias`` moved into the ``regressor`` mapping."""
+    """The worked examples and edge cases, each ``weight`` and ``bias`` moved into the ``regressor`` mapping."""
     golden = json.loads((GOLDEN_DIR / "fitnet.json").read_text(encoding="utf-8"))
-    for args in (example["args"] for example in golden["examples"]):
+    for args in (example["args"] for example in [*golden["examples"], *golden.get("edge_cases", [])]):
         layer = {f"layer.{k}": args.pop(k) for k in ("weight", "bias") if k in args}
         args.update({"regressor": layer} if layer else {})
     return golden
