@@ -51,8 +51,8 @@ def test_kdzoo_collapsed_student_is_finite():
     two: golden edge cases); kdref gives the clamped entries zero gradient."""
     rng = np.random.default_rng(2)
     args = ([np.tile(rng.normal(size=(1, 3)), (4, 1))], [rng.normal(size=(4, 5))], *rng.normal(size=(2, 4, 3)))
-    assert np.isfinite(ref.irg_loss(*args, convention="kdzoo"))
-    value, (grad_f, grad_z) = torch_grad(*args, convention="kdzoo")
+    assert np.isfinite(ref.irg_loss(*args, transformations=[], convention="kdzoo"))
+    value, (grad_f, grad_z) = torch_grad(*args, transformations=[], convention="kdzoo")
     assert np.isfinite(value)
     assert np.all(grad_f == 0.0), "clamped distances must not pass a gradient"
     assert np.all(np.isfinite(grad_z)) and np.any(grad_z != 0.0)
@@ -135,6 +135,20 @@ def test_kdzoo_matching_rule():
     for a, b in (ref.match_transformation(f1, f2, "kdzoo"), tirg._match_transformation(t(f1), t(f2), "kdzoo")):
         np.testing.assert_allclose(np.asarray(a), pooled.reshape(2, -1), rtol=1e-14)
         np.testing.assert_allclose(np.asarray(b), paired.reshape(2, -1), rtol=1e-14)
+
+
+@pytest.mark.parametrize("side", ["reference", "torch"])
+def test_a_library_convention_needs_its_transformation_pairs(side):
+    """A convention named after a library reproduces its call: KD-Zoo's IRG (and the official Caffe
+    model) always has a transformation term, so without the pairs irg_loss says what it needs (KD-Zoo's
+    0.524 for its 0.994 was the term left out)."""
+    module, conv = (ref, np.asarray) if side == "reference" else (tirg, t)
+    layers = [conv(np.ones((3, 2))), conv(np.eye(3)[:, :2])]
+    for convention in ("kdzoo", "official"):
+        with pytest.raises(ValueError, match=r"^transformations is required .* transformations=\[\(0, 1\)\]"):
+            module.irg_loss(layers, layers, convention=convention, lambda1=0.0)
+        for without in ({"transformations": []}, {"lambda3": 0.0}):
+            assert float(module.irg_loss(layers, layers, convention=convention, lambda1=0.0, **without)) == 0.0
 
 
 @pytest.mark.parametrize("side", ["reference", "torch"])

@@ -462,7 +462,7 @@ HINT_LOSS = Declaration(
         "mse": {"half": False, "reduction": "mean"},
         "sum": {"half": False, "reduction": "sum"},
     },
-    aliases={"kdzoo": "mse", "repdistiller": "mse", "mdistiller": "mse"},
+    aliases={"kdzoo": "mse", "repdistiller": "mse", "mdistiller": "mse", "torchdistill": "sum"},
     descriptions={
         "paper": "½‖u − r‖² summed over C·H·W, mean over the batch (Sec. 2.2; = official code with an FC "
                  "regressor)",

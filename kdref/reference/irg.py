@@ -279,7 +279,9 @@ def _check_graph(arguments, knobs) -> None:
     """What IRG's arguments must share beyond their kinds: one batch of instances across the two
     networks' layers and the logits, both logits or neither (both when λ1 > 0), layers that the
     transformation pairs name and that their matching rule joins, as many teacher as student
-    layers one-to-one, and Caffe's backward pass only with its max normalisation."""
+    layers one-to-one, and Caffe's backward pass only with its max normalisation. A library's
+    convention without the transformation pairs it always uses would compute another loss than the
+    library's, so they are required there (an empty list says "no transformation term")."""
     if knobs["caffe_gradients"] and knobs["normalize"] != "max":
         raise ValueError("caffe_gradients reproduces the backward pass of Caffe's max-normalising layers; "
                          f"it needs normalize='max', got {knobs['normalize']!r}")
@@ -295,6 +297,12 @@ def _check_graph(arguments, knobs) -> None:
             raise ValueError(f"{given} was given without its counterpart; pass both logits or neither")
     else:
         _check_joined("student_logits", z_s, "student_features[0]", student[0])
+    if arguments["transformations"] is None and knobs["lambda3"] > 0 and knobs["normalize"] == "max":
+        raise ValueError("transformations is required with a transformation weight lambda3 > 0 under the libraries' "
+                         "max normalisation (conventions 'kdzoo' and 'official'): KD-Zoo's IRG and the official "
+                         "Caffe model always add the term (KD-Zoo: rb2 → rb3, transformations=[(0, 1)] with "
+                         "student_features=[rb2, rb3, feat]); pass the pairs, or transformations=[] or lambda3=0 to "
+                         "leave the term out")
     transformations = arguments["transformations"] or ()
     _check_transformations(transformations, len(student), len(teacher))
     if knobs["mode"] == "one_to_one" and len(teacher) != len(student):
@@ -392,7 +400,7 @@ def irg_loss(student_features: list[np.ndarray], teacher_features: list[np.ndarr
       >>> import numpy as np
       >>> s1, s2 = np.array([[1., 0], [0, 1], [1, 1]]), np.array([[2., 0], [0, 1], [1, 3]])
       >>> t1, t2 = np.array([[0., 1], [2, 0], [1, 2]]), np.array([[1., 1], [2, 2], [0, 3]])
-      >>> print(f"{irg_loss([s2], [t2], convention='official'):.8g}")
+      >>> print(f"{irg_loss([s2], [t2], transformations=[], convention='official'):.8g}")
       0.00043333333
       >>> print(f"{irg_loss([s1, s2], [t1, t2], transformations=[(0, 1)], lambda2=0.0, convention='official'):.8g}")
       0.003125

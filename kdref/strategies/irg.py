@@ -87,6 +87,8 @@ def irg_inputs(draw, convention: str = "paper", *, gradient: bool = False, knobs
             if len(teacher) == 2 else [(0, 1, 0, 1)]
         if mode == "one_to_one" and draw(st.integers(0, 3)) == 0:
             inputs["transformations"] = [(0, 1), (0, 1)]  # a pair twice: two terms
+    elif preset["normalize"] == "max" or inputs.get("normalize") == "max":
+        inputs["transformations"] = []  # a library's convention needs the term named, or said to be absent
     if knobs and draw(st.integers(0, 2)) == 0:
         for name in ("lambda1", "lambda2", "lambda3"):
             if draw(st.booleans()):

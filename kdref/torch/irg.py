@@ -107,7 +107,7 @@ def irg_loss(student_features: list[torch.Tensor], teacher_features: list[torch.
       >>> s2 = torch.tensor([[2., 0], [0, 1], [1, 3]], dtype=torch.float64)
       >>> t1 = torch.tensor([[0., 1], [2, 0], [1, 2]], dtype=torch.float64)
       >>> t2 = torch.tensor([[1., 1], [2, 2], [0, 3]], dtype=torch.float64)
-      >>> print(f"{irg_loss([s2], [t2], convention='official').item():.8g}")
+      >>> print(f"{irg_loss([s2], [t2], transformations=[], convention='official').item():.8g}")
       0.00043333333
       >>> loss = irg_loss([s1, s2], [t1, t2], transformations=[(0, 1)], lambda2=0.0, convention="official")
       >>> print(f"{loss.item():.8g}")
