@@ -335,10 +335,17 @@ def _describe(verdict: Verdict, gradients_agree: Callable[[Verdict], bool | None
 
 
 def _show(x: Mapping[str, Any] | None) -> str:
-    if x is None:
-        return "-"
-    with np.printoptions(precision=4, threshold=40):
-        return ", ".join(f"{k}={np.asarray(v).tolist() if isinstance(v, np.ndarray) else v!r}" for k, v in x.items())
+    """An input as the report prints it: arrays as nested lists (rounded to 6 digits)."""
+    def plain(v):
+        if isinstance(v, np.ndarray):
+            return np.round(v, 6).tolist() if np.issubdtype(v.dtype, np.floating) else v.tolist()
+        if isinstance(v, (list, tuple)):
+            return [plain(u) for u in v]
+        if isinstance(v, Mapping):
+            return {k: plain(u) for k, u in v.items()}
+        return v
+
+    return "-" if x is None else ", ".join(f"{k}={plain(v)!r}" for k, v in x.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +390,8 @@ def check(fn: Callable[..., Any], method: str | Method, loss: str | None = None,
     caller = _caller(fn, the_loss, inputs, backend, dtype, device)
     canonical = list(the_loss.conventions.presets)
     spec = [_shaped(the_loss, caller, fixed, x) for x in _spec_inputs(record, the_loss)]
-    drawn = [_shaped(the_loss, caller, fixed, x) for x in _drawn(the_loss, canonical, max_examples, False)]
+    drawn = [_shaped(the_loss, caller, fixed, x) for x in _drawn(the_loss, canonical, max_examples, False)
+             + _drawn(the_loss, canonical, max_examples // 4, True)]  # and smooth points, as gradients see
     cases = [_Input(x, "spec") for x in spec if x is not None] + [_Input(x, "drawn") for x in drawn if x is not None]
     if not cases:
         raise ValueError(f"no input fits: {the_loss.name} needs {', '.join(a.name for a in the_loss.args)}; map "
@@ -391,6 +399,7 @@ def check(fn: Callable[..., Any], method: str | Method, loss: str | None = None,
     session = _Session(record, the_loss, caller, fixed, TOLERANCES[dtype], detached)
     verdicts = [session.verdict(c, cases) for c in canonical]
     matches = [v.convention for v in verdicts if v.total and v.agree == v.total]
+    session.matched = matches
     report = Report(f"{the_loss.name} ({record.name})", dtype, device, TOLERANCES[dtype], len(cases),
                     sum(c.origin == "spec" for c in cases), verdicts, matches, findings=session.findings)
     if not matches:
@@ -401,6 +410,7 @@ def check(fn: Callable[..., Any], method: str | Method, loss: str | None = None,
                               "swapped"] if swapped else _describe(nearest, session.gradients_agree, session.smallest)
     if backend == "torch":
         report.findings += session.gradient_findings(report.matches or [report.nearest], cases)
+    report.notes += session.bad_input_notes(cases[0].values)
     if session.refused:
         x, exc = min(session.refused, key=lambda item: _size(item[0]))
         report.notes.append(f"your function raised on {len(session.refused)} of {len(cases)} inputs, left out of the "
@@ -408,6 +418,15 @@ def check(fn: Callable[..., Any], method: str | Method, loss: str | None = None,
     if len(session.refused) == len(cases):
         report.findings.append("your function raised on every input: see the note")
     return report
+
+
+def _replace(value, swap: Mapping[int, Any]):
+    """``value`` (a tensor, or a list or mapping of them) with the tensors whose ids ``swap`` names replaced."""
+    if isinstance(value, (list, tuple)):
+        return [_replace(v, swap) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _replace(v, swap) for k, v in value.items()}
+    return swap.get(id(value), value)
 
 
 def _size(x: Mapping[str, Any]) -> int:
@@ -423,6 +442,7 @@ class _Session:
         self.detached = detached
         self.findings: list[str] = []
         self.refused: list[tuple[Mapping[str, Any], Exception]] = []  # inputs the user's function raised on
+        self.matched: list[str] = []
         self._user: dict[int, Any] = {}
 
     # -- values ---------------------------------------------------------------------------------
@@ -584,12 +604,69 @@ class _Session:
                     findings.append(f"{name} receives a gradient through your loss, where kdref's treats it as a "
                                     "constant: detach it in the loss (or, if your training loop computes it under "
                                     "torch.no_grad() as the popular libraries do, pass detached=False)")
-        if conventions and conventions[0] is not None and not findings:
-            verdict = next((v for v in [self.verdict(conventions[0], cases)] if v.agree == v.total), None)
-            if verdict is not None and self.gradients_agree(verdict, rows="all") is False:
-                findings.append(f"your gradient w.r.t. {self.loss.differentiable[0]} differs from convention "
-                                f"{conventions[0]!r}'s, although the values agree")
+        matched = [c for c in conventions if c is not None and c in self.matched]
+        if matched and not findings:
+            findings += self.smooth_gradient_findings(matched[0])
         return sorted(set(findings))
+
+    def _values_agree(self, convention: str, x: Mapping[str, Any]) -> bool:
+        user, kdref = self.user(x), self.reference(convention, x)
+        return kdref is not None and not isinstance(user, Exception) and self.agrees(user, kdref, x, convention)[0]
+
+    def smooth_gradient_findings(self, convention: str) -> list[str]:
+        """On the method's gradient draws (smooth points, away from ties and kinks): the user's
+        gradient w.r.t. the student equals the convention's, and in float64 passes ``gradcheck``
+        (the gradient is the derivative of the user's own value)."""
+        import torch
+
+        student = self.loss.differentiable[0]
+        smooth = [y for y in (_shaped(self.loss, self.caller, self.fixed, x)
+                              for x in _drawn(self.loss, [convention], 6, True)) if y is not None and student in y]
+        smooth = [y for y in smooth if self._values_agree(convention, y)]
+        verdict = Verdict(convention, ())
+        verdict.rows = [(y, None, None, False) for y in smooth]
+        if self.gradients_agree(verdict) is False:
+            return [f"your gradient w.r.t. {student} differs from convention {convention!r}'s, although the values "
+                    "agree"]
+        if self.caller.dtype != "float64":
+            return []
+        for y in smooth[:2]:
+            converted = self.caller.convert(y)
+            wrt = [t for t in leaves(converted[student]) if hasattr(t, "requires_grad")]
+
+            def value(*tensors, converted=converted, wrt=wrt):
+                swap = dict(zip(map(id, wrt), tensors, strict=True))
+                return self.caller({n: _replace(v, swap) for n, v in converted.items()}).sum()
+
+            inputs = tuple(t.detach().requires_grad_(True) for t in wrt)
+            if not torch.autograd.gradcheck(value, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, raise_exception=False):
+                return [f"your gradient w.r.t. {student} is not the derivative of your value (gradcheck fails on "
+                        f"{_show(y)})"]
+        return []
+
+    def bad_input_notes(self, x: Mapping[str, Any]) -> list[str]:
+        """Malformed variants of a valid input (a NaN or an infinite entry, an empty batch, an axis
+        missing, in each floating array the user's function takes): kdref refuses each with a
+        ValueError naming the argument; a value returned for one is worth knowing."""
+        taken = set(self.caller.positions) | set(self.caller.keywords)
+        silent = []
+        for name, value in x.items():
+            if name not in taken or not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
+                continue
+            nan, inf = value.copy(), value.copy()
+            nan.flat[0], inf.flat[0] = np.nan, np.inf
+            variants = {"a NaN entry": nan, "an infinite entry": inf, "an empty batch": value[:0],
+                        "an axis missing": value[0]}
+            for what, bad in variants.items():
+                try:
+                    out = _to_numpy(self.caller(self.caller.convert({**self.rounded(x), name: bad})))
+                except Exception:  # refused: as it should be
+                    continue
+                silent.append(f"{name} with {what} (returns {np.asarray(out).ravel()[:3].tolist()})")
+        if not silent:
+            return []
+        return [f"your function accepts {len(silent)} malformed inputs without an error, where kdref raises a "
+                f"ValueError naming the argument: {'; '.join(silent)}"]
 
     def _note(self, finding: str) -> None:
         if finding not in self.findings and len(self.findings) < 20:

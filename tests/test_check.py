@@ -5,11 +5,14 @@ match is ever called one."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import kdref
 from kdref.checker import check
 from kdref.cli import main
 from kdref.testing import assert_matches
@@ -98,6 +101,73 @@ def nst_poly_mmd(g_s, g_t):
     return k(t, t).mean() + k(s, s).mean() - 2 * k(s, t).mean()
 
 
+def dml_kdzoo(out1, peers):
+    """KD-Zoo's DML (dml.md §4): KL(p_peer‖p_self) with batchmean, one peer (K = 2)."""
+    return F.kl_div(F.log_softmax(out1, dim=1), F.softmax(peers[0], dim=1), reduction="batchmean")
+
+
+def fsp_kdzoo(s_first, s_second, t_first, t_second):
+    """KD-Zoo's FSP (fsp.md §4): G = F¹F²ᵀ/(hw), the first map average-pooled when larger, F.mse_loss
+    per pair, the pairs averaged by its training script."""
+    def fsp(f1, f2):
+        if f1.shape[2] > f2.shape[2]:  # KD-Zoo pools only a larger first map (a larger second one fails)
+            f1 = F.adaptive_avg_pool2d(f1, f2.shape[2:])
+        a, b = f1.flatten(2), f2.flatten(2)
+        return a @ b.transpose(1, 2) / a.shape[2]
+
+    terms = [F.mse_loss(fsp(a, b), fsp(c, d)) for a, b, c, d in zip(s_first, s_second, t_first, t_second,
+                                                                    strict=True)]
+    return sum(terms) / len(terms)
+
+
+def cc_kdzoo(feat_s, feat_t, gamma=0.4, P=2):
+    """KD-Zoo's CC (cc.md §4): rows F.normalize'd, the Gaussian RBF as its order-P Taylor series,
+    F.mse_loss of the correlation matrices."""
+    def correlation(f):
+        f = F.normalize(f.reshape(f.shape[0], -1), p=2, dim=-1)
+        sim = f @ f.T
+        return sum(math.exp(-2 * gamma) * (2 * gamma) ** p / math.factorial(p) * sim.pow(p) for p in range(P + 1))
+
+    return F.mse_loss(correlation(feat_s), correlation(feat_t))
+
+
+def ab_official(source, target, margin=1.0):
+    """bhheo/AB_distillation's criterion_alternative_L2 as RepDistiller's ABLoss uses it (ab.md §3–4):
+    the squared hinges summed, divided by the batch, times 3/1000."""
+    loss = ((source + margin) ** 2 * ((source > -margin) & (target <= 0)).float()
+            + (source - margin) ** 2 * ((source <= margin) & (target > 0)).float())
+    return torch.abs(loss).sum() / source.size(0) / 1000 * 3
+
+
+def irg_kdzoo(feats_s, feats_t, out_s, out_t, w_vert=0.1, w_edge=5.0, w_tran=5.0):
+    """KD-Zoo's IRG (irg.md §4) on the layers [feat, fm1, fm2]: vertex F.mse_loss; edges of every
+    layer from the Gram expansion, clamped at 1e-12, diagonal 0, divided by the max, F.mse_loss, the
+    mean of the layers; the transformation fm1 → fm2 (the earlier map pooled, channel pairs averaged)."""
+    def edges(f):
+        f = f.reshape(f.shape[0], -1)
+        sq = f.pow(2).sum(1)
+        d = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * f @ f.T).clamp(min=1e-12)
+        d = d.clone()
+        d[range(len(f)), range(len(f))] = 0
+        return d / d.max()
+
+    def transformation(fm1, fm2):
+        if fm1.shape[2] > fm2.shape[2]:
+            fm1 = F.adaptive_avg_pool2d(fm1, fm2.shape[2:])
+        if fm1.shape[1] < fm2.shape[1]:
+            fm2 = (fm2[:, 0::2] + fm2[:, 1::2]) / 2
+        v = (fm1.reshape(fm1.shape[0], -1) - fm2.reshape(fm2.shape[0], -1)).pow(2).sum(1).clamp(min=1e-12)
+        return v / v.max()
+
+    vertex = F.mse_loss(out_s, out_t)
+    edge = sum(F.mse_loss(edges(s), edges(t)) for s, t in zip(feats_s, feats_t, strict=True)) / len(feats_s)
+    tran = F.mse_loss(transformation(feats_s[1], feats_s[2]), transformation(feats_t[1], feats_t[2]))
+    return w_vert * vertex + w_edge * edge + w_tran * tran
+
+
+IRG = {"inputs": ["student_features", "teacher_features", "student_logits", "teacher_logits"],
+       "fixed": {"transformations": [(1, 2)]}}
+
 LIBRARY_STYLE = [
     ("st", None, distill_kl, ST, "kl_t2"),
     ("logits", None, logits_mse, {}, "kdzoo"),
@@ -107,6 +177,12 @@ LIBRARY_STYLE = [
     ("sp", None, similarity_preserving, {}, "paper"),
     ("rkd", "rkd_distance_loss", rkd_distance_official, {"near": True}, "official"),
     ("nst", None, nst_poly_mmd, {}, "kdzoo"),
+    ("dml", None, dml_kdzoo, {}, "kdzoo"),
+    ("fsp", None, fsp_kdzoo, {"inputs": ["student_first", "student_second", "teacher_first", "teacher_second"]},
+     "kdzoo"),
+    ("cc", None, cc_kdzoo, {}, "kdzoo"),
+    ("ab", None, ab_official, {}, "official"),
+    ("irg", None, irg_kdzoo, IRG, "kdzoo"),
 ]
 
 
@@ -212,6 +288,24 @@ def test_a_term_without_the_student_keeps_the_gradient():
     assert any("does not depend on the student" in d for d in report.differences), str(report)
 
 
+def test_a_gradient_that_is_not_the_values_is_a_problem():
+    """Half the gradient through a detached copy: the same values, the wrong gradient (kdref's torch
+    gradient, proven against the reference, is the yardstick)."""
+    def half_gradient(s, t, T):
+        kl = _kd(s, t, T) * T * T
+        return (kl + kl.detach()) / 2
+
+    report = check(half_gradient, "st", **ST)
+    assert report.matches == ["kl_t2"] and not report.ok
+    assert any("gradient w.r.t. student differs from convention 'kl_t2'" in f for f in report.findings), str(report)
+
+
+def test_malformed_inputs_accepted_silently_are_noted():
+    report = check(lambda s, t, T: _kd(s, t, T) * T * T, "st", **ST)
+    assert report.ok
+    assert any("student with a NaN entry (returns [nan])" in note for note in report.notes), str(report)
+
+
 # ---------------------------------------------------------------------------------------------
 # Dtypes, backends, modules, the command
 
@@ -244,6 +338,10 @@ def test_module_and_the_command(tmp_path, capsys):
             return _kd(y_s, y_t, self.T) * self.T**2
 
     assert check(DistillKL(), "st", inputs=["student", "teacher"], fixed={"T": 4.0}).ok
+    # a float32 module as it would run on a GPU (device="cuda" there), unchanged
+    report = kdref.check(DistillKL().float(), "st", inputs=["student", "teacher"], fixed={"T": 4.0}, dtype="float32",
+                         device="cpu")
+    assert report.ok and report.matches == ["kl_t2"], str(report)
     path = tmp_path / "my_losses.py"
     path.write_text("import torch.nn.functional as F\n"
                     "def kd(s, t, T=4.0):\n"
