@@ -238,6 +238,53 @@ class ApiDirective(SphinxDirective):
         return container.children
 
 
+class StrategiesDirective(SphinxDirective):
+    """For every loss: the keyword arguments its strategy draws (found by drawing, so the table
+    cannot drift from the code), how to call it, and the public strategy modules' ``automodule``."""
+
+    def run(self) -> list[nodes.Node]:
+        from docutils.statemachine import StringList
+        from hypothesis import HealthCheck, Phase, given, settings
+
+        from kdref.records import METHODS
+
+        rows = []
+        for method in METHODS.values():
+            for loss in method.losses:
+                draws: list[dict] = []
+
+                @settings(max_examples=30, database=None, derandomize=True, deadline=None, phases=[Phase.generate],
+                          suppress_health_check=list(HealthCheck))
+                @given(loss.inputs(loss.conventions.default, False))
+                def collect(x):
+                    draws.append(x)  # noqa: B023 - called right here, in this iteration
+
+                collect()
+                total = len(draws)
+                drawn = {name: sum(name in x for x in draws) for x in draws for name in x}
+                args = {a.name for a in loss.args}
+                always = [n for n, k in drawn.items() if k == total]
+                sometimes = [n for n, k in drawn.items() if k < total]
+                cell: Cell = [code(", ".join(always))]
+                if sometimes:
+                    knobs = [n for n in sometimes if n not in args]
+                    optional = [n for n in sometimes if n in args]
+                    cell += [" and sometimes "] + ([code(", ".join(optional))] if optional else []) + \
+                        ([" (arguments)" if knobs else ""] if optional else []) + \
+                        ([", " if optional else "", code(", ".join(knobs)), " (knobs)"] if knobs else [])
+                rows.append([[code(method.name)], [code(loss.name)], cell])
+        out: list[nodes.Node] = [table(["method", "loss", "the keyword arguments a draw holds"], rows,
+                                       widths=[10, 26, 64])]
+        lines = []
+        strategies = importlib.import_module("kdref.strategies")
+        for name in sorted(strategies.__all__):
+            kind = "autofunction" if callable(getattr(strategies, name)) else "autodata"
+            lines.append(f".. {kind}:: kdref.strategies.{name}")
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, source="kdref-strategies"), self.content_offset, container)
+        return out + container.children
+
+
 class ChecksDirective(SphinxDirective):
     """The table of checks the proof runs, with their example budgets."""
 
@@ -267,4 +314,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("kdref-arguments", ArgumentsDirective)
     app.add_directive("kdref-checks", ChecksDirective)
     app.add_directive("kdref-api", ApiDirective)
+    app.add_directive("kdref-strategies", StrategiesDirective)
     return {"version": kdref.__version__, "parallel_read_safe": True, "parallel_write_safe": True}

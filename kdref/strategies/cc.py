@@ -69,7 +69,7 @@ def cc_adjacent_inputs(draw, convention: str = "repdistiller", *, gradient: bool
                        knobs: bool = True) -> dict:
     """Keyword arguments of ``cc_adjacent_residual_loss``: student and teacher of one width,
     n = 2 … 6 (2 and 3 often), with the patterns of :func:`embedding_pairs`. With ``gradient``:
-    every residual at least 0.25 in magnitude (|·| has a kink at 0)."""
+    every residual at least 0.25 in magnitude (the absolute value has a kink at 0)."""
     ref.CC_ADJACENT_RESIDUAL_LOSS.conventions.canonical(convention)
     student, teacher = draw(embedding_pairs(min_n=2, same_width=True, gradient=gradient))
     if gradient:
