@@ -10,18 +10,21 @@ from kdref.proof import compare
 from kdref.records._shared import ZERO_AT_MATCH
 from kdref.reference import nst as ref
 from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, Tolerance, by_gradient, guarantee
-from kdref.strategies.nst import nst_inputs
+from kdref.strategies.nst import nst_inputs, nst_multi_inputs
 
 _FULL_MMD = ("nst_loss/paper", "nst_loss/kdzoo", "nst_loss/*distiller")
 
 
 def _scale(inputs, convention) -> float:
     """The size of the summed kernel values: λ · N · (k(x,x) + k(y,y) + 2|k(x,y)|), with |k| ≤ (1 + |c|)^d
-    for the polynomial kernel; the Gaussian's rounding grows as 1/σ²."""
+    for the polynomial kernel; the Gaussian's rounding grows as 1/σ²; times the summed weights of
+    several layer pairs."""
     kernel = inputs.get("kernel", "poly")
     size = {"poly": lambda: (1.0 + abs(inputs.get("c", 0.0))) ** inputs.get("d", 2), "linear": lambda: 1.0,
             "gaussian": lambda: 1.0 + 1.0 / float(np.min(inputs["sigma2"]))}[kernel]()
-    return 4.0 * size * inputs.get("lam", 1.0) * inputs["student"].shape[0]
+    student = inputs["student"] if "student" in inputs else inputs["students"][0]
+    layers = sum(inputs["weights"]) if inputs.get("weights") is not None else len(inputs.get("students", [None]))
+    return 4.0 * size * inputs.get("lam", 1.0) * student.shape[0] * max(1.0, layers)
 
 
 def _knobs(loss, x) -> dict:
@@ -62,7 +65,7 @@ def symmetric_in_student_and_teacher(loss, x) -> float:
     return compare(loss(**swapped), loss(**x), EXACT, loss.scale(x), "loss with student and teacher swapped")
 
 
-@guarantee("channel-rescaling invariance")
+@guarantee("channel-rescaling invariance", "nst_loss/*")
 def channel_rescaling_invariance(loss, x) -> float:
     """Each channel map is normalised, so multiplying any one channel of either map by a positive
     number changes nothing; hence ⟨∂L/∂f^j, f^j⟩ = 0 for every student channel j."""
@@ -133,7 +136,7 @@ def poly2_is_spatial_gram_distance(loss, x) -> float:
                    "poly-2 MMD² vs ‖G_T − G_S‖²")
 
 
-@guarantee("batch of examples")
+@guarantee("batch of examples", "nst_loss/*")
 def batch_of_examples(loss, x) -> float:
     """MMD² is a statistic of each example alone: the per-example losses of a batch are the losses
     of its examples on their own (a batch of one is fine)."""
@@ -147,7 +150,7 @@ def batch_of_examples(loss, x) -> float:
                    "per-example losses vs losses of single examples (mean or sum of one)")
 
 
-@guarantee("drop a zero channel = delete it")
+@guarantee("drop a zero channel = delete it", "nst_loss/*")
 def dropping_a_zero_channel_is_deleting_it(loss, x) -> float:
     """With zero_channel="drop", a student channel that is zero in every example weighs nothing:
     the loss equals the loss with that channel deleted."""
@@ -160,16 +163,29 @@ def dropping_a_zero_channel_is_deleting_it(loss, x) -> float:
                    loss.scale(x), "dropped zero channel vs deleted channel")
 
 
+@guarantee("multi = Σ w_j · pair_j", "nst_loss_multi/*")
+def multi_is_weighted_sum(loss, x) -> float:
+    """nst_loss_multi = Σ_j w_j · nst_loss(pair j), every knob applied to every pair."""
+    single = loss.variant(loss="nst_loss")
+    common = {k: v for k, v in x.items() if k not in ("students", "teachers", "weights")}
+    weights = x.get("weights") or [1.0] * len(x["students"])
+    total = sum(w * single(student=s, teacher=t, **common)
+                for w, s, t in zip(weights, x["students"], x["teachers"], strict=True))
+    return compare(loss(**x), total, EXACT, loss.scale(x), "multi-layer loss vs weighted sum of pairs")
+
+
 METHOD = Method(
     name="nst",
     title="NST — neuron selectivity transfer",
     citation="Huang, Wang. Like What You Like: Knowledge Distill via Neuron Selectivity Transfer. "
              "arXiv:1707.01219, 2017.",
     family="features",
-    losses=(Loss(ref.nst_loss, by_gradient(nst_inputs)),),
+    losses=(Loss(ref.nst_loss, by_gradient(nst_inputs)),
+            Loss(ref.nst_loss_multi, by_gradient(nst_multi_inputs), differentiable=("students",))),
     properties=(dataclasses.replace(ZERO_AT_MATCH, cases=_FULL_MMD), mmd2_nonnegative,
                 symmetric_in_student_and_teacher, channel_rescaling_invariance, official_is_full_minus_teacher_term,
                 paper_is_half_of_kdzoo, official_gradient_is_n_times_kdzoo, linear_kernel_is_mean_map_distance,
-                poly2_is_spatial_gram_distance, batch_of_examples, dropping_a_zero_channel_is_deleting_it),
+                poly2_is_spatial_gram_distance, batch_of_examples, dropping_a_zero_channel_is_deleting_it,
+                multi_is_weighted_sum),
     error_scale=_scale,
 )

@@ -253,12 +253,16 @@ def mean_squared_distance(z: np.ndarray, weights: np.ndarray) -> np.ndarray:
 # The contract: arguments, knobs and conventions (read by both sides, the proof and the docs)
 
 
+def _check_spatial(student_name: str, student, teacher_name: str, teacher, spatial: str) -> None:
+    s_hw, t_hw = tuple(student.shape[2:]), tuple(teacher.shape[2:])
+    if spatial == "error" and s_hw != t_hw:
+        raise ValueError(f"{teacher_name} must have the spatial size of {student_name} {s_hw}, got {t_hw}; "
+                         "pass spatial='interpolate' or 'avgpool' to match them")
+
+
 def _check_samples(arguments, knobs) -> None:
     """The sample sets are defined: one spatial size unless a rule matches them."""
-    s_hw, t_hw = tuple(arguments["student"].shape[2:]), tuple(arguments["teacher"].shape[2:])
-    if knobs["spatial"] == "error" and s_hw != t_hw:
-        raise ValueError(f"teacher must have the spatial size of student {s_hw}, got {t_hw}; "
-                         "pass spatial='interpolate' or 'avgpool' to match them")
+    _check_spatial("student", arguments["student"], "teacher", arguments["teacher"], knobs["spatial"])
 
 
 def _check_kernel(arguments, knobs) -> None:
@@ -337,6 +341,45 @@ GAUSSIAN_SIGMA2_HEURISTIC = NST_LOSS.derive(
 )
 
 
+def _check_layers(arguments, knobs) -> None:
+    """Every pair as :func:`_check_kernel` checks one; one weight per pair, as a list; no Gaussian
+    kernel (its bandwidth belongs to one layer pair: call :func:`nst_loss` per pair)."""
+    if knobs["kernel"] == "gaussian":
+        raise ValueError("kernel='gaussian' needs a bandwidth per layer pair, which nst_loss_multi does not take; "
+                         "call nst_loss for each pair with its sigma2")
+    if knobs["kernel"] != "poly" and (knobs["c"] != 0 or knobs["d"] != 2):
+        raise ValueError(f"c and d are the polynomial kernel's offset and degree; kernel={knobs['kernel']!r} does "
+                         f"not use them, got c={knobs['c']}, d={knobs['d']}")
+    weights, count = arguments["weights"], len(arguments["students"])
+    if weights is not None and not isinstance(weights, list):
+        raise TypeError(f"weights must be a list or tuple of numbers, one per layer pair, got {type(weights).__name__}")
+    if weights is not None and len(weights) != count:
+        raise ValueError(f"weights must hold one weight per layer pair ({count}), got {len(weights)}")
+    for j, (student, teacher) in enumerate(zip(arguments["students"], arguments["teachers"], strict=True)):
+        _check_spatial(f"students[{j}]", student, f"teachers[{j}]", teacher, knobs["spatial"])
+
+
+#: NST at several layer pairs, as RepDistiller and mdistiller use it (three stage outputs, summed)
+NST_LOSS_MULTI = NST_LOSS.derive(
+    "nst_loss_multi",
+    args=(
+        Arg("students", "features_list", "the student's feature maps, one ``[N, C_S^j, H_j, W_j]`` per layer pair, "
+            "of one batch size", items_alike=True),
+        Arg("teachers", "features_list", "the teacher's feature maps, one per student map (constants)",
+            like="students", match="batch"),
+        Arg("weights", "weights", "per-pair weights :math:`w_j`, a list with one per layer pair; all 1 when not "
+            "given", optional=True),
+    ),
+    descriptions={**NST_LOSS.descriptions,
+                  "paper": NST_LOSS.descriptions["paper"] + "; summed over the layer pairs",
+                  "official": NST_LOSS.descriptions["official"] + "; summed over the layer pairs (the official "
+                                                                  "code has one pair)",
+                  "kdzoo": NST_LOSS.descriptions["kdzoo"] + "; summed over the layer pairs, as RepDistiller and "
+                                                            "mdistiller sum their three stages"},
+    check=_check_layers,
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # The public functions
 
@@ -385,6 +428,38 @@ def nst_loss(student: np.ndarray, teacher: np.ndarray, sigma2: float | np.ndarra
     factor = lam / 2.0 if half else lam
     # $\frac\lambda2\cdot\frac1N\sum_n \mathcal L_{\mathrm{MMD}^2}$
     return factor * reduce_batch(per_example, reduction)
+
+
+@NST_LOSS_MULTI.implement(NUMPY)
+def nst_loss_multi(students: list[np.ndarray], teachers: list[np.ndarray], weights: list[float] | None, *, lam: float,
+                   kernel: str, c: float, d: int, teacher_term: bool, half: bool, reduction: str, eps: float,
+                   eps_mode: str, zero_channel: str, spatial: str):
+    r"""NST at several layer pairs :math:`j`: the weighted sum of :func:`nst_loss` over the pairs,
+
+    .. math:: \mathcal L = \sum_j w_j\,\frac{\lambda}{2}\cdot\frac1N\sum_{n=1}^{N}
+              \mathcal L_{\mathrm{MMD}^2}\big(\mathbf F^j_{T,n}, \mathbf F^j_{S,n}\big)
+              \quad\text{(default, ``"paper"``)},
+
+    every knob applied to every pair (RepDistiller and mdistiller sum three stage outputs).
+
+    Returns:
+      a float, or ``[N]`` for ``reduction="none"``.
+
+    Examples:
+      >>> import numpy as np
+      >>> fs = np.array([[[[1, 2], [0, -1]], [[0.5, 0], [1, 2]]],
+      ...                [[[0, 0], [3, 1]], [[2, -1], [0, 0.5]]]])
+      >>> ft = np.array([[[[2, 1], [0, 0]], [[1, 1], [1, 1]], [[0, -2], [1, 0.5]]],
+      ...                [[[1, 0], [2, 2]], [[0, 1], [0, 3]], [[-1, 0], [0.5, 1]]]])
+      >>> print(f"{nst_loss_multi([fs, fs], [ft, ft], convention='kdzoo'):.8g}")
+      0.8716055
+    """
+    knobs = {"lam": lam, "kernel": kernel, "c": c, "d": d, "teacher_term": teacher_term, "half": half,
+             "reduction": reduction, "eps": eps, "eps_mode": eps_mode, "zero_channel": zero_channel,
+             "spatial": spatial}
+    weights = [1.0] * len(students) if weights is None else weights
+    # $\sum_j w_j\,\mathcal L_{NST}(\text{pair } j)$
+    return sum(w * nst_loss(s, t, **knobs) for w, s, t in zip(weights, students, teachers, strict=True))
 
 
 @GAUSSIAN_SIGMA2_HEURISTIC.implement(NUMPY)

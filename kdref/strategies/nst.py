@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 from kdref.strategies.features import feature_maps, feature_pairs
 
-__all__ = ["nst_inputs", "nst_kernels", "well_conditioned_maps"]
+__all__ = ["nst_inputs", "nst_kernels", "nst_multi_inputs", "well_conditioned_maps"]
 
 _KERNELS = ("poly", "linear", "gaussian")
 
@@ -79,4 +79,28 @@ def nst_inputs(draw, *, gradient: bool = False, knobs: bool = True, spatial_rule
         inputs["lam"] = draw(st.sampled_from([0.5, 10.0, 50.0]))
     if draw(st.integers(0, 2)) == 0:
         inputs["zero_channel"] = "drop"
+    return inputs
+
+
+@st.composite
+def nst_multi_inputs(draw, *, gradient: bool = False, max_pairs: int = 3) -> dict:
+    """Keyword arguments of ``nst_loss_multi``: ``students`` and ``teachers``, 1 to ``max_pairs``
+    layer pairs of one batch size, the first as :func:`nst_inputs` draws a pair (with its knobs, but
+    not the Gaussian kernel, whose bandwidth is per pair), the others of their own channels and size
+    (another teacher size under a spatial rule); sometimes ``weights`` (0 included)."""
+    first = draw(nst_inputs(gradient=gradient, kernels=("poly", "linear")))
+    pairs = [(first.pop("student"), first.pop("teacher"))]
+    n = pairs[0][0].shape[0]
+    for _ in range(draw(st.integers(0, max_pairs - 1))):
+        c_s, c_t, h, w = (draw(st.integers(1, 3)) for _ in range(4))
+        t_hw = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if "spatial" in first else (h, w)
+        if gradient:
+            pairs.append((draw(well_conditioned_maps((n, c_s, h, w), same_sign=True)),
+                          draw(well_conditioned_maps((n, c_t, *t_hw), same_sign=True))))
+        else:
+            pairs.append((draw(feature_maps((n, c_s, h, w))), draw(feature_maps((n, c_t, *t_hw)))))
+    inputs = {"students": [s for s, _ in pairs], "teachers": [t for _, t in pairs], **first}
+    if draw(st.booleans()):
+        inputs["weights"] = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0]), min_size=len(pairs),
+                                          max_size=len(pairs)))
     return inputs

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from kdref.declaration import Knob
-from kdref.reference.nst import GAUSSIAN_SIGMA2_HEURISTIC, NST_LOSS, SIGMA2_DEGENERATE
+from kdref.reference.nst import GAUSSIAN_SIGMA2_HEURISTIC, NST_LOSS, NST_LOSS_MULTI, SIGMA2_DEGENERATE
 from kdref.torch._common import TORCH, accumulation_dtype, adaptive_pool2d, l2_normalize, reduce_batch, resize_bilinear
 
 __all__ = ["gaussian_sigma2_heuristic", "kernel_pair_sum", "normalized_channel_maps", "nst_loss"]
@@ -293,6 +293,36 @@ def nst_loss(student: torch.Tensor, teacher: torch.Tensor, sigma2: torch.Tensor 
                             teacher_term=teacher_term, uniform=zero_channel == "keep", gram=gram)
         factor = lam / 2.0 if half else lam
         return factor * reduce_batch(per_example, reduction)
+
+
+_NST_LOSS_MULTI_TORCH = NST_LOSS_MULTI.derive("nst_loss_multi", knobs=_NST_LOSS_TORCH.knobs)
+
+
+@_NST_LOSS_MULTI_TORCH.implement(TORCH)
+def nst_loss_multi(students: list[torch.Tensor], teachers: list[torch.Tensor], weights: list[float] | None, *,
+                   lam: float, kernel: str, c: float, d: int, teacher_term: bool, half: bool, reduction: str,
+                   eps: float, eps_mode: str, zero_channel: str, spatial: str, gram: str) -> torch.Tensor:
+    r"""NST at several layer pairs, :math:`\sum_j w_j\,\frac\lambda2\cdot\frac1N\sum_n
+    \mathcal L_{\mathrm{MMD}^2}(\mathbf F^j_{T,n}, \mathbf F^j_{S,n})` by default.
+
+    As :func:`kdref.reference.nst.nst_loss_multi`; ``students`` and ``teachers`` are lists of
+    tensors, and ``gram`` chooses each pair's Gram form as in :func:`nst_loss`.
+
+    Examples:
+      >>> import torch
+      >>> fs = torch.tensor([[[[1, 2], [0, -1]], [[0.5, 0], [1, 2]]],
+      ...                    [[[0, 0], [3, 1]], [[2, -1], [0, 0.5]]]], dtype=torch.float64)
+      >>> ft = torch.tensor([[[[2, 1], [0, 0]], [[1, 1], [1, 1]], [[0, -2], [1, 0.5]]],
+      ...                    [[[1, 0], [2, 2]], [[0, 1], [0, 3]], [[-1, 0], [0.5, 1]]]], dtype=torch.float64)
+      >>> print(f"{nst_loss_multi([fs, fs], [ft, ft], convention='kdzoo').item():.8g}")
+      0.8716055
+    """
+    knobs = {"lam": lam, "kernel": kernel, "c": c, "d": d, "teacher_term": teacher_term, "half": half,
+             "reduction": reduction, "eps": eps, "eps_mode": eps_mode, "zero_channel": zero_channel,
+             "spatial": spatial, "gram": gram}
+    weights = [1.0] * len(students) if weights is None else weights
+    terms = [w * nst_loss(s, t, **knobs) for w, s, t in zip(weights, students, teachers, strict=True)]
+    return torch.stack(terms).sum(dim=0)
 
 
 @GAUSSIAN_SIGMA2_HEURISTIC.implement(TORCH)
