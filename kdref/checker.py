@@ -620,8 +620,13 @@ class _Session:
         import torch
 
         student = self.loss.differentiable[0]
-        smooth = [y for y in (_shaped(self.loss, self.caller, self.fixed, x)
-                              for x in _drawn(self.loss, [convention], 6, True)) if y is not None and student in y]
+        preset = self.loss.declaration.resolve(convention)
+        # a draw is smooth with its own knobs: one the user's function does not take, left out with
+        # another value than the convention's, may put it on a kink (CC's unsquared norm at a match,
+        # drawn with normalised rows)
+        smooth = [y for x in _drawn(self.loss, [convention], 6, True)
+                  if (y := _shaped(self.loss, self.caller, self.fixed, x)) is not None and student in y
+                  and all(x[k] == preset[k] for k in set(x) - set(y) if k in preset)]
         smooth = [y for y in smooth if self._values_agree(convention, y)]
         verdict = Verdict(convention, ())
         verdict.rows = [(y, None, None, False) for y in smooth]

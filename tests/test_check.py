@@ -165,6 +165,116 @@ def irg_kdzoo(feats_s, feats_t, out_s, out_t, w_vert=0.1, w_edge=5.0, w_tran=5.0
     return w_vert * vertex + w_edge * edge + w_tran * tran
 
 
+def torchdistill_kd_loss(student_logits, teacher_logits, T, labels=None, alpha=None, beta=None):
+    """torchdistill's KDLoss (st.md §4): α·CE + β·T²·KL with β = 1 − α by default, or the KL alone,
+    without T², when α is unset or 0."""
+    soft = F.kl_div(F.log_softmax(student_logits / T, 1), F.softmax(teacher_logits / T, 1), reduction="batchmean")
+    if not alpha:
+        return soft
+    return alpha * F.cross_entropy(student_logits, labels) + (1 - alpha if beta is None else beta) * T * T * soft
+
+
+def attention_kdzoo(fm_s, fm_t, p=2.0, eps=1e-6):
+    """KD-Zoo's AT (at.md §4): F = Σ_c |A_c|^p, divided by ‖F‖ + 1e-6, F.mse_loss."""
+    def at(fm):
+        am = torch.abs(fm).pow(p).sum(1, keepdim=True)
+        return am / (torch.norm(am, dim=(2, 3), keepdim=True) + eps)
+
+    return F.mse_loss(at(fm_s), at(fm_t))
+
+
+def attention_torchdistill_paper(fm_s, fm_t):
+    """torchdistill's ATLoss(mode='paper') (at.md §4): ‖Q̂_S − Q̂_T‖₂ per example, mean over the batch."""
+    def at(fm):
+        return F.normalize(fm.pow(2).sum(1).flatten(1), dim=1)
+
+    return (at(fm_s) - at(fm_t)).norm(dim=1).mean()
+
+
+def pkt_kdzoo(output_net, target_net):
+    """KD-Zoo's PKTCosSim (pkt.md §4): the official formula with ε = 1e-6."""
+    return pkt_official(output_net, target_net, eps=1e-6)
+
+
+def sp_kdzoo(g_s, g_t):
+    """KD-Zoo's SP (sp.md §4): the pair terms averaged over the layer pairs."""
+    return similarity_preserving(g_s, g_t) / len(g_s)
+
+
+def sp_torchdistill(g_s, g_t):
+    """torchdistill's SPKDLoss (sp.md §4): F.normalize(ZZᵀ, 1), i.e. L1 rows, ‖G_T − G_S‖²_F / b²."""
+    def one(f_s, f_t):
+        b = f_s.shape[0]
+        G_s = F.normalize(f_s.reshape(b, -1) @ f_s.reshape(b, -1).T, 1)
+        G_t = F.normalize(f_t.reshape(b, -1) @ f_t.reshape(b, -1).T, 1)
+        return ((G_t - G_s) ** 2).sum() / (b * b)
+
+    return sum(one(f_s, f_t) for f_s, f_t in zip(g_s, g_t, strict=True))
+
+
+def rkd_angle_official(student, teacher):
+    """lenscloth/RKD's RKdAngle (rkd.md §3): the cosines of every triplet's difference vectors
+    (F.normalize), smooth-L1 averaged over all N³ entries."""
+    def angles(e):
+        e = e.reshape(e.size(0), -1)
+        d = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)
+        return torch.bmm(d, d.transpose(1, 2)).view(-1)
+
+    return F.smooth_l1_loss(angles(student), angles(teacher), reduction="mean")
+
+
+def cc_torchdistill(feat_s, feat_t, gamma=0.4, P=2):
+    """torchdistill's CCKDLoss (cc.md §4): the series of raw dot products (no normalisation),
+    torch.dist(C_S, C_T) (not squared) / n²."""
+    def correlation(f):
+        f = f.reshape(f.shape[0], -1)
+        sim = f @ f.T
+        return math.exp(-2 * gamma) * sum((2 * gamma) ** p / math.factorial(p) * sim.pow(p) for p in range(P + 1))
+
+    n = feat_s.shape[0]
+    return torch.dist(correlation(feat_s), correlation(feat_t), 2) / (n * n)
+
+
+def fsp_torchdistill(s_first, s_second, t_first, t_second):
+    """torchdistill's FSPLoss (fsp.md §4): both maps max-pooled to the smaller size, G = F¹F²ᵀ/(hw),
+    the column ℓ2 norms of ΔG summed over examples and columns, summed over pairs, / N."""
+    def fsp(f1, f2):
+        size = (min(f1.shape[2], f2.shape[2]), min(f1.shape[3], f2.shape[3]))
+        a = F.adaptive_max_pool2d(f1, size).flatten(2)
+        b = F.adaptive_max_pool2d(f2, size).flatten(2)
+        return a @ b.transpose(1, 2) / a.shape[2]
+
+    total = sum((fsp(a, b) - fsp(c, d)).norm(dim=1).sum() for a, b, c, d in zip(s_first, s_second, t_first, t_second,
+                                                                                  strict=True))
+    return total / s_first[0].shape[0]
+
+
+def dml_official_tf(z_self, z_peers, eps=1e-8):
+    """YingZhangDUT/Deep-Mutual-Learning (dml.md §3): Σ over peers of the batch mean of
+    Σ_m p_l·log(ε + p_l/(p_k + ε))."""
+    p_k = F.softmax(z_self, dim=1)
+    total = 0
+    for z in z_peers:
+        p_l = F.softmax(z, dim=1)
+        total = total + (p_l * torch.log(eps + p_l / (p_k + eps))).sum(1).mean()
+    return total
+
+
+def nst_official(fm_s, fm_t):
+    """The official MXNet NST (nst.md §3): x/√(‖x‖² + 1e-10) per channel, mean k(y, y') − 2 mean k(y, x)
+    of the polynomial kernel (the teacher–teacher term dropped), summed over the batch."""
+    def maps(fm):
+        x = fm.flatten(2)
+        return x / torch.sqrt((x**2).sum(2, keepdim=True) + 1e-10)
+
+    s, t = maps(fm_s), maps(fm_t)
+
+    def k(a, b):
+        return (a @ b.transpose(1, 2)).pow(2).mean((1, 2))
+
+    return (k(s, s) - 2 * k(s, t)).sum()
+
+
 IRG = {"inputs": ["student_features", "teacher_features", "student_logits", "teacher_logits"],
        "fixed": {"transformations": [(1, 2)]}}
 
@@ -183,11 +293,24 @@ LIBRARY_STYLE = [
     ("cc", None, cc_kdzoo, {}, "kdzoo"),
     ("ab", None, ab_official, {}, "official"),
     ("irg", None, irg_kdzoo, IRG, "kdzoo"),
+    ("st", "torchdistill_kd_loss", torchdistill_kd_loss,
+     {"inputs": ["student", "teacher", "T", "labels", "alpha", "beta"]}, "torchdistill"),
+    ("at", None, attention_kdzoo, {}, "kdzoo"),
+    ("at", None, attention_torchdistill_paper, {}, "torchdistill_paper"),
+    ("pkt", None, pkt_kdzoo, {}, "kdzoo"),
+    ("sp", None, sp_kdzoo, {}, "kdzoo"),
+    ("sp", None, sp_torchdistill, {}, "torchdistill"),
+    ("rkd", "rkd_angle_loss", rkd_angle_official, {}, "official"),
+    ("cc", None, cc_torchdistill, {}, "torchdistill"),
+    ("fsp", None, fsp_torchdistill, {"inputs": ["student_first", "student_second", "teacher_first", "teacher_second"]},
+     "torchdistill"),
+    ("dml", None, dml_official_tf, {}, "official_tf"),
+    ("nst", None, nst_official, {}, "official"),
 ]
 
 
 @pytest.mark.parametrize(("method", "loss", "fn", "options", "convention"), LIBRARY_STYLE,
-                         ids=[row[0] for row in LIBRARY_STYLE])
+                         ids=[f"{row[0]}-{row[2].__name__}" for row in LIBRARY_STYLE])
 def test_library_style_losses_are_named(method, loss, fn, options, convention):
     """RKD's distances in the Gram form ‖a‖² + ‖b‖² − 2a·b (lenscloth/RKD's pdist) lose digits when
     the samples share a large offset (rkd.md §6): there the library's float64 value is off by more
