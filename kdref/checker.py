@@ -207,6 +207,8 @@ class Report:
     findings: list[str] = field(default_factory=list)
     #: remarks that do not make the check fail (inputs kdref accepts that the function refuses)
     notes: list[str] = field(default_factory=list)
+    #: conventions the loss matches within a range of one argument only (``{"kl_t2": "T < 1e+08"}``)
+    matches_where: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -227,6 +229,10 @@ class Report:
         elif matched:
             lines.append("matches every one of these conventions on all the inputs (they agree there): "
                          + "; ".join(v.label for v in matched))
+        elif self.matches_where:
+            lines.append("matches " + "; ".join(f"convention {self.verdict(c).label} only where {where}"
+                                               for c, where in self.matches_where.items()) + ":")
+            lines += [f"  - {d}" for d in self.differences]
         else:
             nearest = self.verdict(self.nearest) if self.nearest else None
             lines.append("matches no convention" + (f"; the nearest is {nearest.label}, agreeing on {nearest.agree} "
@@ -316,6 +322,20 @@ def _describe(verdict: Verdict, gradients_agree: Callable[[Verdict], bool | None
         factor = _name_factor(ratios, [x for x, _, _ in nonzero])
         if factor is not None and factor != "1":
             return [f"your value is kdref's times {factor} on every input where kdref's is not 0"]
+        # the same factor below a value of one argument (at least half the inputs), the formula
+        # losing its digits beyond (T²·KL from log-probabilities at a large T)
+        for name, value in nonzero[0][0].items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not all(
+                    isinstance(x.get(name), (int, float)) for x, _, _ in nonzero):
+                continue
+            for threshold in sorted({x[name] for x, _, _ in nonzero}, reverse=True):
+                kept = [(x, u, k) for x, u, k in nonzero if x[name] < threshold]
+                if len(kept) < max(2, len(nonzero) / 2):
+                    break
+                factor = _name_factor([u / k for _, u, k in kept], [x for x, _, _ in kept])
+                if factor is not None and factor != "1":
+                    return [f"your value is kdref's times {factor} on every input where {name} < {threshold:g} "
+                            f"(and kdref's is not 0); from {name} = {threshold:g} on, it loses its digits too"]
     out = []
     same_gradient = gradients_agree(verdict)
     if same_gradient:
@@ -324,14 +344,38 @@ def _describe(verdict: Verdict, gradients_agree: Callable[[Verdict], bool | None
     if verdict.agree >= verdict.total / 2:
         x = smallest(verdict)
         where = f"; the smallest input where it does: {_show(x)}" if x is not None else ""
-        out.append(f"your value differs on {verdict.total - verdict.agree} of {verdict.total} inputs, such as "
-                   f"degenerate ones (ties, zero rows, duplicated samples, one sample){where}")
+        out.append(f"your value differs on {verdict.total - verdict.agree} of {verdict.total} inputs (often "
+                   f"degenerate ones: ties, zero rows, duplicated samples, one sample){where}")
     elif not out:
         x, u, k = next((x, u, k) for x, u, k, ok in verdict.rows if not ok)
         out.append(f"your value differs on {verdict.total - verdict.agree} of {verdict.total} inputs, by no constant "
                    f"factor; for example {np.round(np.asarray(u, dtype=float), 8).tolist()} where kdref gives "
                    f"{np.round(np.asarray(k, dtype=float), 8).tolist()}, on {_show(x)}")
     return out
+
+
+def _scalar_split(verdict: Verdict) -> tuple[str, float, bool] | None:
+    """``(argument, threshold, above)`` when every input where the user's value differs has a scalar
+    argument at or above (``above``) or at or below a threshold that at least half of all inputs
+    stay clear of: the mark of a formula that is right in general and loses its digits at one end
+    of a range (T²·KL from log-probabilities at a large T), not always there."""
+    differing = [x for x, *_, ok in verdict.rows if not ok]
+    agreeing = [x for x, *_, ok in verdict.rows if ok]
+    if not differing or not agreeing:
+        return None
+    for name, value in differing[0].items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        bad = [x.get(name) for x in differing]
+        good = [x.get(name) for x in agreeing]
+        if any(not isinstance(v, (int, float)) for v in bad + good):
+            continue
+        half = len(verdict.rows) / 2
+        if sum(v < min(bad) for v in good) >= half:
+            return name, min(bad), True
+        if sum(v > max(bad) for v in good) >= half:
+            return name, max(bad), False
+    return None
 
 
 def _show(x: Mapping[str, Any] | None) -> str:
@@ -405,9 +449,31 @@ def check(fn: Callable[..., Any], method: str | Method, loss: str | None = None,
     if not matches:
         nearest = max(verdicts, key=lambda v: (v.agree / max(v.total, 1), -v.worst))
         report.nearest = nearest.convention
-        swapped = session.swapped(canonical, cases)
-        report.differences = [f"your loss computes convention {swapped!r} with the student and the teacher "
-                              "swapped"] if swapped else _describe(nearest, session.gradients_agree, session.smallest)
+        split = _scalar_split(nearest)
+        if split is not None:  # a formula that loses its digits at large (or small) values of one argument
+            name, threshold, above = split
+            inside = [c for c in cases if not isinstance(c.values.get(name), (int, float))
+                      or (c.values[name] < threshold if above else c.values[name] > threshold)]
+            where = f"{name} {'<' if above else '>'} {threshold:g}"
+            within = [session.verdict(c, inside) for c in canonical]
+            report.matches_where = {v.convention: where for v in within if v.total and v.agree == v.total}
+            x, u, k, _ = min(((x, u, k, ok) for x, u, k, ok in nearest.rows if not ok), key=lambda row: _size(row[0]))
+            report.differences = [f"your value differs only where {name} {'≥' if above else '≤'} {threshold:g} "
+                                  f"({nearest.total - nearest.agree} inputs; the smallest gives "
+                                  f"{np.round(np.asarray(u, dtype=float), 8).tolist()} where kdref gives "
+                                  f"{np.round(np.asarray(k, dtype=float), 8).tolist()}: {_show(x)}), as a formula "
+                                  f"does that loses its digits there"]
+            if not report.matches_where:
+                near = max(within, key=lambda v: (v.agree / max(v.total, 1), -v.worst))
+                swapped = session.swapped(canonical, inside)
+                report.differences += [f"where {where}: " + d for d in (
+                    [f"your loss computes convention {swapped!r} with the student and the teacher swapped"]
+                    if swapped else _describe(near, session.gradients_agree, session.smallest))]
+        else:
+            swapped = session.swapped(canonical, cases)
+            report.differences = [f"your loss computes convention {swapped!r} with the student and the teacher "
+                                  "swapped"] if swapped else _describe(nearest, session.gradients_agree,
+                                                                       session.smallest)
     if backend == "torch":
         report.findings += session.gradient_findings(report.matches or [report.nearest], cases)
     report.notes += session.bad_input_notes(cases[0].values)
@@ -508,7 +574,8 @@ class _Session:
             agree = total = 0
             for case in cases:
                 x = case.values
-                if first not in x or second not in x or np.shape(x[first]) != np.shape(x[second]):
+                if first not in x or second not in x or [np.shape(a) for a in leaves(x[first])] != [
+                        np.shape(a) for a in leaves(x[second])]:
                     continue
                 user, kdref = self.user(x), self.reference(convention, {**x, first: x[second], second: x[first]})
                 if kdref is None or isinstance(user, Exception):

@@ -18,6 +18,8 @@ from kdref.cli import main
 from kdref.testing import assert_matches
 
 ST = {"inputs": ["student", "teacher", "T"]}
+#: a user who trains at T = 4 (the draws' temperatures up to 1e12 show where a formula loses its digits)
+ST4 = {"inputs": ["student", "teacher", "T"], "fixed": {"T": 4.0}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +281,7 @@ IRG = {"inputs": ["student_features", "teacher_features", "student_logits", "tea
        "fixed": {"transformations": [(1, 2)]}}
 
 LIBRARY_STYLE = [
-    ("st", None, distill_kl, ST, "kl_t2"),
+    ("st", None, distill_kl, {**ST, "where": "T <"}, "kl_t2"),
     ("logits", None, logits_mse, {}, "kdzoo"),
     ("fitnet", None, hint_mse, {}, "mse"),
     ("at", None, attention_official, {}, "official"),
@@ -288,13 +290,13 @@ LIBRARY_STYLE = [
     ("rkd", "rkd_distance_loss", rkd_distance_official, {"near": True}, "official"),
     ("nst", None, nst_poly_mmd, {}, "kdzoo"),
     ("dml", None, dml_kdzoo, {}, "kdzoo"),
-    ("fsp", None, fsp_kdzoo, {"inputs": ["student_first", "student_second", "teacher_first", "teacher_second"]},
-     "kdzoo"),
+    ("fsp", None, fsp_kdzoo, {"inputs": ["student_first", "student_second", "teacher_first", "teacher_second"],
+                              "near": True}, "kdzoo"),
     ("cc", None, cc_kdzoo, {}, "kdzoo"),
     ("ab", None, ab_official, {}, "official"),
     ("irg", None, irg_kdzoo, IRG, "kdzoo"),
     ("st", "torchdistill_kd_loss", torchdistill_kd_loss,
-     {"inputs": ["student", "teacher", "T", "labels", "alpha", "beta"]}, "torchdistill"),
+     {"inputs": ["student", "teacher", "T", "labels", "alpha", "beta"], "where": "T <"}, "torchdistill"),
     ("at", None, attention_kdzoo, {}, "kdzoo"),
     ("at", None, attention_torchdistill_paper, {}, "torchdistill_paper"),
     ("pkt", None, pkt_kdzoo, {}, "kdzoo"),
@@ -312,17 +314,24 @@ LIBRARY_STYLE = [
 @pytest.mark.parametrize(("method", "loss", "fn", "options", "convention"), LIBRARY_STYLE,
                          ids=[f"{row[0]}-{row[2].__name__}" for row in LIBRARY_STYLE])
 def test_library_style_losses_are_named(method, loss, fn, options, convention):
-    """RKD's distances in the Gram form ‖a‖² + ‖b‖² − 2a·b (lenscloth/RKD's pdist) lose digits when
-    the samples share a large offset (rkd.md §6): there the library's float64 value is off by more
-    than float64's tolerance, and the check names 'official' as the nearest, differing only there."""
+    """Two library forms differ from their convention on some inputs, and the check names the
+    convention as the nearest, differing only there: RKD's distances in the Gram form
+    ‖a‖² + ‖b‖² − 2a·b (lenscloth/RKD's pdist) lose digits when the samples share a large offset
+    (rkd.md §6); KD-Zoo's FSP pools the first map to the second's size whenever it is taller, even
+    when it is narrower, where kdref's 'kdzoo' pools each axis to the smaller extent (maps of mixed
+    aspect, which fsp.md §4 does not settle)."""
     options = dict(options)
-    near = options.pop("near", False)
+    near, where = options.pop("near", False), options.pop("where", None)
     report = check(fn, method, loss, detached=False, max_examples=40, **options)
     names = {name for c in report.matches for name in (c, *report.verdict(c).aliases)}
-    if near and not names:
+    if where is not None and not names:  # log-probabilities lose T²·KL's digits at a large T: a match below
+        assert list(report.matches_where) == [report.verdict(convention).convention], str(report)
+        assert report.matches_where[report.verdict(convention).convention].startswith(where), str(report)
+        assert "as a formula does that loses its digits there" in report.differences[0]
+    elif near and not names:
         nearest = report.verdict(report.nearest)
         assert convention in (nearest.convention, *nearest.aliases), str(report)
-        assert nearest.agree >= 0.9 * nearest.total and "the smallest input where it does" in str(report)
+        assert nearest.agree >= 0.8 * nearest.total and "the smallest input where it does" in str(report)
     else:
         assert convention in names, str(report)
     assert not report.findings, str(report)
@@ -339,16 +348,19 @@ def _kd(s, t, T, reduction="batchmean"):
 def test_missing_t_squared_is_the_kl_convention_and_not_kl_t2():
     """The issue's user: a soft-target loss without T² is kdref's 'kl' convention, and asked for
     'kl_t2' the assertion says by which factor it is off."""
-    report = check(lambda s, t, T: _kd(s, t, T), "st", **ST)
+    report = check(lambda s, t, T: _kd(s, t, T), "st", **ST4)
     assert report.matches == ["kl"]
     with pytest.raises(AssertionError, match="expected convention 'kl_t2'"):
-        assert_matches(lambda s, t, T: _kd(s, t, T), "st", convention="kl_t2", **ST)
+        assert_matches(lambda s, t, T: _kd(s, t, T), "st", convention="kl_t2", **ST4)
     report = check(lambda s, t: _kd(s, t, 4.0), "st", inputs=["student", "teacher"], fixed={"T": 4.0})
     assert report.matches == ["kl"]
+    # over every temperature: the same convention below T = 1e8, where log-probabilities keep T²·KL's digits
+    report = check(lambda s, t, T: _kd(s, t, T), "st", **ST)
+    assert not report.matches and report.matches_where == {"kl": "T < 1e+08"}, str(report)
 
 
 def test_elementwise_mean_is_a_factor_of_one_over_c():
-    report = check(lambda s, t, T: _kd(s, t, T, "mean") * T * T, "st", **ST)
+    report = check(lambda s, t, T: _kd(s, t, T, "mean") * T * T, "st", **ST4)
     assert not report.matches
     assert report.nearest == "kl_t2"
     assert "times 1/C on every input" in report.differences[0], str(report)
@@ -358,26 +370,26 @@ def test_half_the_t_squared_factor_is_named():
     """KL × T lies between 'kl' and 'kl_t2', as near to each (they agree on the same inputs): the
     factor is named against whichever is reported."""
     report = check(lambda s, t, T: _kd(s, t, T) * T, "st", **ST)
-    expected = {"kl_t2": "times 1/T on every input", "kl": "times T on every input"}
-    assert not report.matches and expected[report.nearest] in report.differences[0], str(report)
+    assert not report.matches and not report.matches_where, str(report)
+    assert "times 1/T on every input" in str(report) or "times T on every input" in str(report), str(report)
 
 
 def test_swapped_student_and_teacher():
     report = check(lambda s, t, T: F.kl_div(F.log_softmax(t.detach() / T, 1), F.softmax(s / T, 1),
-                                            reduction="batchmean") * T * T, "st", **ST)
+                                            reduction="batchmean") * T * T, "st", **ST4)
     assert not report.matches
     assert "with the student and the teacher swapped" in report.differences[0], str(report)
 
 
 def test_teacher_not_detached_is_a_problem_unless_the_loop_detaches():
-    report = check(distill_kl, "st", **ST)
+    report = check(distill_kl, "st", **ST4)
     assert "kl_t2" in report.matches and not report.ok
     assert any("teacher receives a gradient" in f for f in report.findings)
-    assert check(distill_kl, "st", detached=False, **ST).ok
+    assert check(distill_kl, "st", detached=False, **ST4).ok
 
 
 def test_off_by_one_batch_count():
-    report = check(lambda s, t, T: _kd(s, t, T, "sum") * T * T / (s.shape[0] + 1), "st", **ST)
+    report = check(lambda s, t, T: _kd(s, t, T, "sum") * T * T / (s.shape[0] + 1), "st", **ST4)
     assert not report.matches and "times N/(N+1)" in report.differences[0], str(report)
 
 
@@ -406,7 +418,7 @@ def test_a_term_without_the_student_keeps_the_gradient():
     def soft_ce_plus_constant(s, t, T):
         return (-(F.softmax(t.detach() / T, 1) * F.log_softmax(s / T, 1)).sum(1).mean() + 1.0) * T * T
 
-    report = check(soft_ce_plus_constant, "st", **ST)
+    report = check(soft_ce_plus_constant, "st", **ST4)
     assert not report.matches
     assert any("does not depend on the student" in d for d in report.differences), str(report)
 
@@ -418,13 +430,13 @@ def test_a_gradient_that_is_not_the_values_is_a_problem():
         kl = _kd(s, t, T) * T * T
         return (kl + kl.detach()) / 2
 
-    report = check(half_gradient, "st", **ST)
+    report = check(half_gradient, "st", **ST4)
     assert report.matches == ["kl_t2"] and not report.ok
     assert any("gradient w.r.t. student differs from convention 'kl_t2'" in f for f in report.findings), str(report)
 
 
 def test_malformed_inputs_accepted_silently_are_noted():
-    report = check(lambda s, t, T: _kd(s, t, T) * T * T, "st", **ST)
+    report = check(lambda s, t, T: _kd(s, t, T) * T * T, "st", **ST4)
     assert report.ok
     assert any("student with a NaN entry (returns [nan])" in note for note in report.notes), str(report)
 
@@ -439,7 +451,7 @@ def test_correct_low_precision_losses_match(dtype):
     def kd(s, t, T):
         return _kd(s.float(), t.float(), T).to(s.dtype) * T * T if dtype == "bfloat16" else _kd(s, t, T) * T * T
 
-    report = check(kd, "st", dtype=dtype, **ST)
+    report = check(kd, "st", dtype=dtype, **ST4)
     assert "kl_t2" in report.matches, str(report)
     assert f"{dtype} on cpu" in str(report)
 

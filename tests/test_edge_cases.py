@@ -31,6 +31,42 @@ def test_st_spec_edge_values_in_float32(s, t_, T, convention, value):
     assert got.item() == pytest.approx(value, rel=1e-6, abs=0)
 
 
+@pytest.mark.parametrize("T", [1e3, 1e4, 1e8, 1e12, 1e20, 1e30])
+def test_st_large_temperatures_in_float32(T):
+    """T²·KL at a large T, computed as a difference of nearly equal log-probabilities, was 17% off in
+    float32 at T = 1e3, 4.8× at 1e4 and 0 at 1e8 (float64 golden edge cases hold the reference): now
+    within float32 rounding of the float64 reference on the same inputs, tending to ½·Var(t − s)."""
+    torch.manual_seed(0)
+    s, t_ = torch.randn(4, 5), torch.randn(4, 5)
+    expected = ref_st.soft_target_loss(s.double().numpy(), t_.double().numpy(), T)
+    assert torch_st.soft_target_loss(s, t_, T).item() == pytest.approx(expected, rel=1e-5)
+    assert torch_st.soft_target_loss(s.double(), t_.double(), T).item() == pytest.approx(expected, rel=1e-13)
+    if T >= 1e12:
+        assert expected == pytest.approx(0.5 * np.var((t_.double() - s.double()).numpy(), axis=1).mean(), rel=1e-10)
+
+
+def test_st_tiny_temperature_is_not_flushed_to_zero():
+    """At T = 1e-30 the softmaxes are one-hot and T²·KL = T·(z_max − z_y) = 1e-30, representable in
+    float32, where T² alone (1e-60) is not: T multiplies twice, never as a square."""
+    s, t_ = [[0.0, 1.0]], [[1.0, 0.0]]
+    assert ref_st.soft_target_loss(np.array(s), np.array(t_), 1e-30) == pytest.approx(1e-30, rel=1e-12)
+    for dtype in (torch.float32, torch.float64):
+        got = torch_st.soft_target_loss(t(s, dtype=dtype), t(t_, dtype=dtype), 1e-30).item()
+        assert got == pytest.approx(1e-30, rel=1e-6)
+
+
+def test_st_cross_entropy_times_t_squared_beyond_float32_is_refused():
+    """The paper's cross-entropy times T² is at least T²·log C: past float32's range (T > 1.27e19 for
+    three classes) it is refused with the limit, not returned as inf; float64 reaches the accepted
+    T ≤ 1e100, and the KL conventions take any T (T²·KL → ½·Var)."""
+    s = np.array([[0.0, 1.0, 2.0]])
+    s32, t32 = t(s, dtype=torch.float32), t(s[:, ::-1].copy(), dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"^T must be below 1.27e\+19 for the cross-entropy times T² in float32"):
+        torch_st.soft_target_loss(s32, t32, 1e20, convention="paper")
+    assert np.isfinite(ref_st.soft_target_loss(s, s[:, ::-1].copy(), 1e100, convention="paper"))
+    assert torch_st.soft_target_loss(s32, t32, 1e30).item() == pytest.approx(0.5 * np.var(s[0, ::-1] - s[0]), rel=1e-6)
+
+
 def test_st_batch_of_one_batchmean_equals_sum():
     """st.md §5: for N = 1 the batch mean is the sum, exactly."""
     s, t_ = np.array([[1.0, 2.0, 3.0]]), np.array([[1.5, 1.0, 2.0]])

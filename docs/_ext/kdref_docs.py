@@ -133,7 +133,7 @@ def conventions_rows(method: Method, loss: Loss) -> list[list[Cell]]:
     """One row per convention name: name, description, knobs set, computed value, printed value."""
     conventions = loss.conventions
     args = worked_example(method, loss)
-    inputs = proof.golden_arguments(method, {"args": args})
+    inputs = proof.golden_arguments(method, {"args": args}, loss)
     rows = []
     for name in conventions.names:
         preset = conventions.canonical(name)

@@ -13,9 +13,26 @@ from kdref.registry import EXACT, FD_GRADIENT, Loss, Method, by_gradient, guaran
 
 
 def _scale(inputs, convention) -> float:
-    """The size of the terms a soft-target loss sums: T²·log p with log p ≈ log C + |z|/T."""
+    """The size of a soft-target loss's rounding errors. T²·KL is computed without cancelling
+    (:func:`kdref.reference.st.scaled_kl_per_sample`): from the logit differences where they are
+    small against T (errors of ε·|Δ|·|z|, |Δ| ≤ 2|z|), directly where they are not (then T < |z|/15,
+    errors of ε·T²·(|z|/T + log C)). The cross-entropy adds T²·H(p), of size T²·log C, and the
+    torch side computes the direct form up to a moderate T (:data:`kdref.reference.st.DIRECT_UP_TO`)."""
     T, num_classes = inputs["T"], inputs["student"].shape[1]
-    return T**2 * (1.0 + np.log(num_classes)) + max(1.0, T) * (1.0 + max_abs(inputs))
+    z = 1.0 + max_abs(inputs)
+    scale = z * (1.0 + min(T, 2.0 * z)) * (2.0 + np.log(num_classes))
+    divergence = inputs.get("divergence") or ("ce" if convention == "paper" else "kl")
+    # the torch side's direct form up to DIRECT_UP_TO (ε·T²·log C), and the cross-entropy's T²·H(p)
+    direct = divergence == "ce" or T <= ref.DIRECT_UP_TO
+    scale += T * T * (1.0 + np.log(num_classes)) if direct else 0.0
+    # all of the above is the size of T²·(the soft term); without T², divided by it
+    if "soft_weight" in inputs:  # the full objective always multiplies by T²
+        squared = True
+    elif convention == "torchdistill":  # T² only with a hard-label weight and labels
+        squared = bool(inputs.get("alpha")) and inputs.get("labels") is not None
+    else:
+        squared = inputs.get("temperature_squared", convention != "kl")
+    return scale if squared else scale / T / T
 
 
 def _shift_rows(x: np.ndarray, seed: int) -> np.ndarray:

@@ -32,6 +32,7 @@ conventions here.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -39,14 +40,19 @@ from kdref.declaration import Arg, Declaration, Knob
 from kdref.reference._common import NUMPY, log_softmax
 
 __all__ = [
+    "DIRECT_UP_TO",
     "HINTON_KD_OBJECTIVE",
     "SOFT_TARGET_LOSS",
     "TORCHDISTILL_KD_LOSS",
+    "exp_remainder_ratio",
     "hard_ce_per_sample",
     "hinton_kd_objective",
+    "scaled_kl_per_sample",
+    "scaled_soft_per_sample",
     "soft_ce_per_sample",
     "soft_kl_per_sample",
     "soft_target_loss",
+    "softened_entropy",
     "softened_log_probs",
     "torchdistill_kd_loss",
 ]
@@ -113,15 +119,110 @@ def soft_kl_per_sample(z: np.ndarray, v: np.ndarray, T: float) -> np.ndarray:
     return np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def _soft_term(z, v, T, divergence: str, reduction: str):
-    """The soft divergence per sample, reduced; ``"mean"`` divides by N·C like PyTorch's KL."""
-    per_sample = (soft_kl_per_sample if divergence == "kl" else soft_ce_per_sample)(z, v, T)
+# ---------------------------------------------------------------------------------------------
+# The same quantities, computed so that they are right at every temperature
+
+
+#: up to this temperature the direct form's rounding, about ε·T²·log C, is no larger than the logits'
+#: own: ``kdref.torch`` computes the direct form there (the series form costs several times more), and
+#: the proof's error scale allows for it
+DIRECT_UP_TO = 20.0
+
+#: a sample whose centred log-ratio stays within this bound is computed by :func:`scaled_kl_per_sample`'s
+#: series form (no exponential overflows there); beyond it the log-ratios are large and so is the KL
+_SERIES_BOUND = 30.0
+
+
+def exp_remainder_ratio(d: np.ndarray) -> np.ndarray:
+    r""":math:`h(\delta) = (e^\delta - 1 - \delta)/\delta^2`, accurate for every :math:`\delta`:
+    its Taylor series :math:`\tfrac12 + \tfrac\delta6 + \tfrac{\delta^2}{24} + \dots` where
+    :math:`|\delta| < 10^{-2}` (there ``expm1(δ) − δ`` would lose the digits the KL is made of;
+    the truncation error is below :math:`10^{-16}`), ``(expm1(δ) − δ)/δ²`` elsewhere."""
+    small = np.abs(d) < 1e-2
+    safe = np.where(small, 1.0, d)
+    series = 1 / 2 + d * (1 / 6 + d * (1 / 24 + d * (1 / 120 + d * (1 / 720 + d / 5040))))
+    return np.where(small, series, (np.expm1(safe) - safe) / safe**2)
+
+
+def scaled_kl_per_sample(z: np.ndarray, v: np.ndarray, T: float, temperature_squared: bool = True) -> np.ndarray:
+    r""":math:`T^2\,\mathrm{KL}(p_n\Vert q_n)` per sample (``temperature_squared=False``: the KL
+    alone), right at every temperature.
+
+    :math:`\log p_i - \log q_i` is a difference of nearly equal numbers when :math:`T` is large
+    (both are about :math:`-\log C`), and :math:`T^2` multiplies what is left of it: at
+    :math:`T = 10^{12}` the direct form of :func:`soft_kl_per_sample` is negative in float64.
+    With :math:`u = (v - z) - \mathbb E_q[v - z]` (the centred logit difference, so that
+    :math:`\mathbb E_q u = 0`), :math:`\delta = u/T` and :math:`h` of :func:`exp_remainder_ratio`,
+    :math:`\log p_i - \log q_i = \delta_i - \log Z` with :math:`Z = \mathbb E_q e^\delta = 1 + A`,
+    :math:`A = \mathbb E_q[\delta^2 h(\delta)]`, and exactly
+
+    .. math:: T^2\,\mathrm{KL}(p\Vert q) = \frac{\mathbb E_q\big[u^2\,(1 + \delta h(\delta))\big]}{1 + A}
+              - \mathbb E_q\big[u^2 h(\delta)\big]\,\frac{\log(1 + A)}{A},
+
+    two terms of the same sign and about the same size (:math:`\mathrm{Var}_q(u)` and half of it):
+    nothing cancels, and as :math:`T\to\infty` it tends to :math:`\tfrac12\mathrm{Var}(v - z)`
+    over the classes. The form needs :math:`u` well above its rounding, :math:`\epsilon\,|v - z|`
+    (:math:`\mathbb E_q u = 0` to rounding): where :math:`T` is below a million times that
+    rounding, :math:`u/T` would be made of it, and the direct form is used (the softmaxes are then
+    one-hot or equal). A sample with a centred log-ratio beyond :data:`_SERIES_BOUND` has a large
+    KL, which the direct form computes well. Each form is scaled from what it computes (the first
+    gives :math:`T^2\,\mathrm{KL}`, the second the KL) by :math:`T` twice, so that :math:`T^2`
+    cannot overflow or underflow on its own.
+
+    Returns:
+      ``[N]``.
+    """
+    log_q = softened_log_probs(z, T)
+    q = np.exp(log_q)
+    # $u = (v - z) - \mathbb E_q[v - z]$, centred twice (the second pass removes the first's rounding)
+    u = v - z
+    for _ in range(2):
+        u = u - np.sum(q * u, axis=-1, keepdims=True)
+    d = u / T
+    # the series form where the log-ratios are small and $u$ well above its rounding
+    noise = np.finfo(np.float64).eps * (1.0 + np.max(np.abs(v - z), axis=-1))
+    series = (np.max(np.abs(d), axis=-1) <= _SERIES_BOUND) & (T >= 1e6 * noise)
+    d_safe = np.where(series[:, None], d, 0.0)
+    h = exp_remainder_ratio(d_safe)
+    u_safe = np.where(series[:, None], u, 0.0)
+    # $T^2 A = \mathbb E_q[u^2 h(\delta)]$ and $A$
+    t2_a = np.sum(q * u_safe**2 * h, axis=-1)
+    a = t2_a / T / T
+    log1p_ratio = np.where(a < 1e-8, 1 - a / 2, np.log1p(a) / np.where(a < 1e-8, 1.0, a))
+    # $\mathbb E_q[u^2(1 + \delta h)]/(1 + A) - T^2 A\,\log(1 + A)/A$
+    scaled = np.sum(q * u_safe**2 * (1 + d_safe * h), axis=-1) / (1 + a) - t2_a * log1p_ratio
+    direct = soft_kl_per_sample(z, v, T)
+    if temperature_squared:
+        return np.where(series, scaled, direct * T * T)
+    return np.where(series, scaled / T / T, direct)
+
+
+def softened_entropy(v: np.ndarray, T: float) -> np.ndarray:
+    r"""The teacher's entropy :math:`\mathcal H(p_n) = -\sum_i p_{ni}\log p_{ni}` per sample, so that
+    :math:`\mathcal H(p, q) = \mathrm{KL}(p\Vert q) + \mathcal H(p)`.
+
+    Returns:
+      ``[N]``.
+    """
+    log_p = softened_log_probs(v, T)
+    return -np.sum(np.exp(log_p) * log_p, axis=-1)
+
+
+def scaled_soft_per_sample(z: np.ndarray, v: np.ndarray, T: float, divergence: str) -> np.ndarray:
+    r""":math:`T^2\,\mathrm{KL}(p_n\Vert q_n)` (:func:`scaled_kl_per_sample`) or
+    :math:`T^2\,\mathcal H(p_n, q_n) = T^2\,\mathrm{KL} + T^2\,\mathcal H(p_n)` per sample."""
+    scaled = scaled_kl_per_sample(z, v, T)
+    return scaled if divergence == "kl" else scaled + softened_entropy(v, T) * T * T
+
+
+def _reduce(per_sample: np.ndarray, reduction: str, num_classes: int):
+    """``"mean"`` divides by N·C like PyTorch's KL; ``"batchmean"`` is the mean over the transfer cases."""
     if reduction == "none":
         return per_sample
     if reduction == "sum":
         return float(np.sum(per_sample))
     if reduction == "mean":
-        return float(np.sum(per_sample) / z.size)
+        return float(np.sum(per_sample) / (per_sample.size * num_classes))
     # $\frac1N \sum_n$, the mean over the transfer cases
     return float(np.mean(per_sample))
 
@@ -137,6 +238,24 @@ _T = Arg("T", "temperature", "temperature :math:`T` of the softmax (eq. 1)")
 _LABELS = Arg("labels", "labels", "the correct classes :math:`y`", like="student")
 _DIVERGENCE = Knob("divergence", "kl", "KL(p‖q) (``\"kl\"``) or the paper's cross-entropy H(p, q) (``\"ce\"``)",
                    choices=("kl", "ce"))
+
+#: the largest finite number of the dtype a loss is computed in (half-precision inputs in float32)
+_LARGEST = {"float64": 1.7976931348623157e308, "float32": 3.4028234663852886e38}
+
+
+def _check_cross_entropy_range(arguments, knobs) -> None:
+    """T²·H(p, q) is at least T²·H(p), about T²·log C: with ``temperature_squared`` (always in the
+    full objective) it must be finite in the dtype it is computed in. The KL has no such limit
+    (T²·KL tends to half a variance of the logit differences)."""
+    if knobs["divergence"] != "ce" or not knobs.get("temperature_squared", True):
+        return
+    student, T = arguments["student"], arguments["T"]
+    dtype = "float64" if str(student.dtype).endswith("float64") else "float32"
+    largest = math.sqrt(_LARGEST[dtype] / (1.0 + math.log(student.shape[1])))
+    if T >= largest:
+        raise ValueError(f"T must be below {largest:.3g} for the cross-entropy times T² in {dtype}: T²·H(p) ≈ "
+                         f"T²·log C would overflow; got T = {T:g} (the KL conventions take any T)")
+
 
 SOFT_TARGET_LOSS = Declaration(
     name="soft_target_loss",
@@ -156,6 +275,7 @@ SOFT_TARGET_LOSS = Declaration(
         "kl_t2": "T² · KL(p‖q), mean over the batch: KD-Zoo, RepDistiller, mdistiller",
         "kl": "KL(p‖q) without T²: torchdistill's KDLoss when no hard-label weight is set",
     },
+    check=_check_cross_entropy_range,
 )
 
 HINTON_KD_OBJECTIVE = Declaration(
@@ -169,6 +289,7 @@ HINTON_KD_OBJECTIVE = Declaration(
         "paper": "w_soft · T² · H(p, q) + w_hard · CE(y, softmax(z)), as the paper's §2 describes",
         "kl": "the same with KL(p‖q) in place of H(p, q): equal gradient, zero soft term at a match",
     },
+    check=_check_cross_entropy_range,
 )
 
 TORCHDISTILL_KD_LOSS = Declaration(
@@ -221,10 +342,13 @@ def soft_target_loss(student: np.ndarray, teacher: np.ndarray, T: float, *, dive
     .. seealso:: :func:`hinton_kd_objective` adds the hard-label term;
        :func:`torchdistill_kd_loss` reproduces torchdistill's ``KDLoss``.
     """
-    # $\frac1N\sum_n \mathrm{KL}(p_n\Vert q_n)$, or $\frac1N\sum_n \mathcal H(p_n, q_n)$ for "paper"
-    loss = _soft_term(student, teacher, T, divergence, reduction)
-    # $T^2 \cdot$ the soft term
-    return loss * T**2 if temperature_squared else loss
+    # $T^2\,\mathrm{KL}(p_n\Vert q_n)$ per sample, or the KL alone
+    per_sample = scaled_kl_per_sample(student, teacher, T, temperature_squared)
+    if divergence == "ce":  # $\mathcal H(p, q) = \mathrm{KL}(p\Vert q) + \mathcal H(p)$, "paper"
+        entropy = softened_entropy(teacher, T)
+        per_sample = per_sample + (entropy * T * T if temperature_squared else entropy)
+    # $\frac1N\sum_n$
+    return _reduce(per_sample, reduction, student.shape[1])
 
 
 @HINTON_KD_OBJECTIVE.implement(NUMPY)
@@ -255,10 +379,10 @@ def hinton_kd_objective(student: np.ndarray, teacher: np.ndarray, labels: np.nda
 
     .. seealso:: :func:`soft_target_loss`, the soft term alone.
     """
-    # $\mathcal H(p_n, q_n)$ (or $\mathrm{KL}(p_n\Vert q_n)$ for "kl")
-    soft = _soft_term(student, teacher, T, divergence, "none")
+    # $T^2\,\mathcal H(p_n, q_n)$ (or $T^2\,\mathrm{KL}(p_n\Vert q_n)$ for "kl")
+    soft = scaled_soft_per_sample(student, teacher, T, divergence)
     # $\mathcal L_n = w_{\text{soft}}\,T^2\,\mathcal H(p_n, q_n) + w_{\text{hard}}\,(-\log q^{(1)}_{n,y_n})$
-    per_sample = soft_weight * T**2 * soft + hard_weight * hard_ce_per_sample(student, labels)
+    per_sample = soft_weight * soft + hard_weight * hard_ce_per_sample(student, labels)
     if reduction == "none":
         return per_sample
     return float(np.sum(per_sample) if reduction == "sum" else np.mean(per_sample))
@@ -294,14 +418,14 @@ def torchdistill_kd_loss(student: np.ndarray, teacher: np.ndarray, T: float, lab
 
     .. seealso:: :func:`soft_target_loss` with ``convention="kl_t2"``, the soft term with :math:`T^2`.
     """
-    # $\mathrm{KL}_{\text{red}}(p\Vert q)$, reduced as torchdistill's KL-divergence module does
-    kl = _soft_term(student, teacher, T, "kl", reduction)
+    # $T^2\,\mathrm{KL}_{\text{red}}(p\Vert q)$, reduced as torchdistill's KL-divergence module does
     if alpha is None or alpha == 0 or labels is None:
-        return kl
+        return _reduce(scaled_kl_per_sample(student, teacher, T, False), reduction, student.shape[1])
+    scaled_kl = _reduce(scaled_kl_per_sample(student, teacher, T), reduction, student.shape[1])
     # $\beta = 1 - \alpha$ unless given
     beta = 1.0 - alpha if beta is None else beta
     # $\mathrm{CE}(z, y)$, averaged unless reduction="sum"
     hard = hard_ce_per_sample(student, labels)
     hard = float(np.sum(hard) if reduction == "sum" else np.mean(hard))
     # $\alpha\,\mathrm{CE} + \beta\,T^2\,\mathrm{KL}$
-    return alpha * hard + beta * T**2 * kl
+    return alpha * hard + beta * scaled_kl

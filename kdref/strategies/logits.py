@@ -39,8 +39,15 @@ def logit_pairs(draw, *, min_n: int = 1, max_n: int = 8, min_c: int = 2, max_c: 
 
 
 def temperatures(*, gradient: bool = False) -> st.SearchStrategy[float]:
-    """Temperatures the literature uses, plus arbitrary ones in [0.1, 50]."""
-    return st.one_of(st.sampled_from([0.5, 1.0, 2.0, 4.0, 20.0]), st.floats(0.5 if gradient else 0.1, 50.0))
+    """Temperatures the literature uses, arbitrary ones in [0.1, 50], and, in value draws, the
+    extremes: 1e-3 to 1e-30 (a one-hot softmax) and 1e3 to 1e12 (where
+    T²·KL is a difference of nearly equal log-probabilities unless computed with care)."""
+    usual = st.one_of(st.sampled_from([0.5, 1.0, 2.0, 4.0, 20.0]), st.floats(0.5 if gradient else 0.1, 50.0))
+    if gradient:
+        return usual
+    # (beyond 1e12 the cross-entropy times T² leaves float32's range: tests/test_edge_cases.py)
+    extreme = st.sampled_from([1e-30, 1e-8, 1e-3, 1e3, 1e4, 1e6, 1e8, 1e12])
+    return st.one_of(usual, usual, extreme)
 
 
 def labels(n: int, c: int) -> st.SearchStrategy[np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from kdref.reference.st import HINTON_KD_OBJECTIVE, SOFT_TARGET_LOSS, TORCHDISTILL_KD_LOSS
+from kdref.reference.st import DIRECT_UP_TO, HINTON_KD_OBJECTIVE, SOFT_TARGET_LOSS, TORCHDISTILL_KD_LOSS
 from kdref.torch._common import TORCH, accumulation_dtype
 
 __all__ = ["hinton_kd_objective", "soft_target_loss", "torchdistill_kd_loss"]
@@ -22,13 +22,57 @@ def _logit_pair(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Ten
     return student.to(dtype), teacher.detach().to(dtype)
 
 
-def _soft_per_sample(student: torch.Tensor, teacher: torch.Tensor, T: float, divergence: str) -> torch.Tensor:
-    """KL(p‖q) or H(p, q) per sample, from log-softmax of both at temperature T."""
+def _exp_remainder_ratio(d: torch.Tensor) -> torch.Tensor:
+    r""":math:`(e^\delta - 1 - \delta)/\delta^2`: as :func:`kdref.reference.st.exp_remainder_ratio`."""
+    small = d.abs() < 1e-2
+    safe = torch.where(small, torch.ones_like(d), d)
+    series = 1 / 2 + d * (1 / 6 + d * (1 / 24 + d * (1 / 120 + d * (1 / 720 + d / 5040))))
+    return torch.where(small, series, (torch.expm1(safe) - safe) / safe**2)
+
+
+def _scaled_kl_per_sample(student: torch.Tensor, teacher: torch.Tensor, T: float,
+                          temperature_squared: bool = True) -> torch.Tensor:
+    r""":math:`T^2\,\mathrm{KL}(p\Vert q)` per sample (the KL alone without ``temperature_squared``):
+    up to :data:`kdref.reference.st.DIRECT_UP_TO`, the direct form (one fused ``kl_div``); above it, the series form of
+    :func:`kdref.reference.st.scaled_kl_per_sample` where the centred log-ratios are small (the
+    direct form would cancel), the direct form where they are not."""
     log_q = torch.log_softmax(student / T, dim=-1)
     log_p = torch.log_softmax(teacher / T, dim=-1)
-    if divergence == "kl":  # one fused kernel for p·(log p − log q), forward and backward
-        return torch.nn.functional.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=-1)
-    return -(log_p.exp() * log_q).sum(dim=-1)
+    direct = torch.nn.functional.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=-1)
+    if T <= DIRECT_UP_TO:  # the series form costs several times the direct one
+        return direct * T * T if temperature_squared else direct
+    q = log_q.exp()
+    u = teacher - student
+    for _ in range(2):
+        u = u - (q * u).sum(dim=-1, keepdim=True)
+    d = u / T
+    noise = torch.finfo(u.dtype).eps * (1.0 + (teacher - student).abs().amax(dim=-1))
+    series = (d.abs().amax(dim=-1) <= 30.0) & (T >= 1e6 * noise)
+    # rows beyond the bound take the direct form; zeros keep their series form finite (no NaN gradient)
+    u = torch.where(series[:, None], u, torch.zeros_like(u))
+    d = u / T
+    h = _exp_remainder_ratio(d)
+    t2_a = (q * u * u * h).sum(dim=-1)
+    a = t2_a / T / T
+    tiny = a < 1e-8
+    log1p_ratio = torch.where(tiny, 1 - a / 2, torch.log1p(a) / torch.where(tiny, torch.ones_like(a), a))
+    scaled = (q * u * u * (1 + d * h)).sum(dim=-1) / (1 + a) - t2_a * log1p_ratio
+    if temperature_squared:
+        return torch.where(series, scaled, direct * T * T)
+    return torch.where(series, scaled / T / T, direct)
+
+
+def _scaled_soft_per_sample(student: torch.Tensor, teacher: torch.Tensor, T: float, divergence: str) -> torch.Tensor:
+    r""":math:`T^2\,\mathrm{KL}(p\Vert q)` or :math:`T^2\,\mathcal H(p, q) = T^2\,\mathrm{KL} + T^2\,\mathcal H(p)`
+    per sample."""
+    scaled = _scaled_kl_per_sample(student, teacher, T)
+    return scaled if divergence == "kl" else scaled + _entropy(teacher, T) * T * T
+
+
+def _entropy(teacher: torch.Tensor, T: float) -> torch.Tensor:
+    r"""The teacher's softened entropy :math:`\mathcal H(p)` per sample."""
+    log_p = torch.log_softmax(teacher / T, dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
 
 
 def _reduce_soft(per_sample: torch.Tensor, reduction: str, num_classes: int) -> torch.Tensor:
@@ -63,8 +107,11 @@ def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, T: float, *, 
       0.018034938
     """
     student, teacher = _logit_pair(student, teacher)
-    loss = _reduce_soft(_soft_per_sample(student, teacher, T, divergence), reduction, student.shape[1])
-    return loss * T**2 if temperature_squared else loss
+    per_sample = _scaled_kl_per_sample(student, teacher, T, temperature_squared)
+    if divergence == "ce":
+        entropy = _entropy(teacher, T)
+        per_sample = per_sample + (entropy * T * T if temperature_squared else entropy)
+    return _reduce_soft(per_sample, reduction, student.shape[1])
 
 
 @HINTON_KD_OBJECTIVE.implement(TORCH)
@@ -84,8 +131,8 @@ def hinton_kd_objective(student: torch.Tensor, teacher: torch.Tensor, labels: to
       0.82578832
     """
     student, teacher = _logit_pair(student, teacher)
-    soft = _soft_per_sample(student, teacher, T, divergence)
-    per_sample = soft_weight * T**2 * soft + hard_weight * _hard_ce_per_sample(student, labels)
+    soft = _scaled_soft_per_sample(student, teacher, T, divergence)
+    per_sample = soft_weight * soft + hard_weight * _hard_ce_per_sample(student, labels)
     if reduction == "none":
         return per_sample
     return per_sample.sum() if reduction == "sum" else per_sample.mean()
@@ -99,11 +146,11 @@ def torchdistill_kd_loss(student: torch.Tensor, teacher: torch.Tensor, T: float,
     As :func:`kdref.reference.st.torchdistill_kd_loss`.
     """
     student, teacher = _logit_pair(student, teacher)
-    kl = _reduce_soft(_soft_per_sample(student, teacher, T, "kl"), reduction, student.shape[1])
     if alpha is None or alpha == 0 or labels is None:
-        return kl
+        return _reduce_soft(_scaled_kl_per_sample(student, teacher, T, False), reduction, student.shape[1])
+    scaled_kl = _reduce_soft(_scaled_kl_per_sample(student, teacher, T), reduction, student.shape[1])
     beta = 1.0 - alpha if beta is None else beta
     hard = _hard_ce_per_sample(student, labels)
     hard = hard.sum() if reduction == "sum" else hard.mean()
-    return alpha * hard + beta * T**2 * kl
+    return alpha * hard + beta * scaled_kl
 
