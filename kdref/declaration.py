@@ -468,11 +468,10 @@ def _check_scalar(arg: Arg, value) -> float:
     if arg.kind == "temperature":
         if arg.name == "T":
             return check_temperature(value)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{arg.name} must be a real number, got {type(value).__name__}")
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{arg.name} must be finite and > 0, got {value}")
-        return float(value)
+        real = check_real(arg.name, value)  # finite, or a ValueError naming it
+        if not real > 0:
+            raise ValueError(f"{arg.name} must be finite and > 0, got {real}")
+        return real
     if arg.kind == "weights" and isinstance(value, (list, tuple)):
         return [check_real(f"{arg.name}[{i}]", w, low=0.0) for i, w in enumerate(value)]
     low, high = {"weight": (0.0, math.inf), "weights": (0.0, math.inf), "fraction": (0.0, 1.0),

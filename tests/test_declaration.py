@@ -124,3 +124,11 @@ def test_a_library_name_of_a_sibling_loss_points_to_it(side):
         module.soft_target_loss(s, s, 2.0, convention="torchdistill")
     with pytest.raises(ValueError, match=r"^soft_target_loss: unknown convention 'nope'; valid conventions"):
         module.soft_target_loss(s, s, 2.0, convention="nope")
+
+
+def test_a_ragged_nested_list_is_refused_naming_the_argument():
+    """NumPy's own error for a ragged list names no argument; the reference's backend does."""
+    from kdref.reference.st import soft_target_loss
+
+    with pytest.raises(ValueError, match=r"^student must be an array \(a nested list of one shape\), got a ragged"):
+        soft_target_loss([[1.0, 2.0], [3.0]], np.ones((2, 2)), 1.0)

@@ -49,10 +49,10 @@ def test_st_tiny_temperature_is_not_flushed_to_zero():
     """At T = 1e-30 the softmaxes are one-hot and T²·KL = T·(z_max − z_y) = 1e-30, representable in
     float32, where T² alone (1e-60) is not: T multiplies twice, never as a square."""
     s, t_ = [[0.0, 1.0]], [[1.0, 0.0]]
-    assert ref_st.soft_target_loss(np.array(s), np.array(t_), 1e-30) == pytest.approx(1e-30, rel=1e-12)
+    assert ref_st.soft_target_loss(np.array(s), np.array(t_), 1e-30) == pytest.approx(1e-30, rel=1e-12, abs=0)
     for dtype in (torch.float32, torch.float64):
         got = torch_st.soft_target_loss(t(s, dtype=dtype), t(t_, dtype=dtype), 1e-30).item()
-        assert got == pytest.approx(1e-30, rel=1e-6)
+        assert got == pytest.approx(1e-30, rel=1e-6, abs=0)  # pytest's default abs=1e-12 would pass 0
 
 
 def test_st_cross_entropy_times_t_squared_beyond_float32_is_refused():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -38,23 +39,32 @@ def load_mutants() -> list[tuple[str, str, str, str]]:
 MUTANTS = load_mutants()
 
 
-def guards(paths: list[str]) -> list[str]:
-    """pytest's arguments for the tests that stand guard over ``paths``: for methods' modules, the
-    generic proof of those methods, their own test files and the modules' doctests; for anything
-    else, the whole proof. The control runs the guards of every file the mutants touch."""
+def guards(paths: list[str]) -> tuple[list[str], str]:
+    """pytest's arguments for the tests that stand guard over ``paths``, and the methods the proof
+    is restricted to (``KDREF_METHODS``; empty: all): for methods' modules, the generic proof of
+    exactly those methods, their own test files and the modules' doctests; for anything else, the
+    whole proof. The control runs the guards of every file the mutants touch."""
     methods = sorted({Path(path).stem for path in paths})
-    own = [f"tests/test_{m}.py" for m in methods if (ROOT / "tests" / f"test_{m}.py").is_file()]
-    if len(own) == len(methods) and all(Path(path).parent.name in ("reference", "torch") for path in paths):
-        # "<m>.py" keeps the module's doctests, which the other two words would deselect
-        words = " or ".join(f"{m}: or test_{m} or {m}.py" for m in methods)
-        return ["tests/test_proof.py", "-k", words, *own, "--doctest-modules", *paths]
-    return ["tests/test_proof.py", "tests/test_harness_can_fail.py", *own, "--doctest-modules", *paths]
+    own = [f"tests/{test.name}" for test in sorted((ROOT / "tests").glob("test_*.py"))
+           if any(_tests_method(test, m) for m in methods)]
+    if all(Path(path).parent.name in ("reference", "torch") for path in paths):
+        return ["tests/test_proof.py", *own, "--doctest-modules", *paths], ",".join(methods)
+    return ["tests/test_proof.py", "tests/test_harness_can_fail.py", *own, "--doctest-modules", *paths], ""
 
 
-def run(base: Path, tests: list[str], threads: int, path: str = "", old: str = "",
+def _tests_method(test: Path, method: str) -> bool:
+    """Whether a test file is the method's own (``test_<method>.py``) or imports its modules (the
+    logit methods share ``test_edge_cases.py``)."""
+    text = test.read_text(encoding="utf-8")
+    return test.name == f"test_{method}.py" or re.search(
+        rf"from kdref\.(reference|torch)(\.{method} import| import {method}\b)", text) is not None
+
+
+def run(base: Path, guarded: tuple[list[str], str], threads: int, path: str = "", old: str = "",
         new: str = "") -> tuple[bool, float, str]:
-    """Runs ``tests`` in a copy of ``base`` with ``old`` replaced by ``new`` in ``path``: red or
-    green, seconds, the first failure."""
+    """Runs the ``guarded`` tests (:func:`guards`) in a copy of ``base`` with ``old`` replaced by
+    ``new`` in ``path``: red or green, seconds, the first failure."""
+    tests, methods = guarded
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "repo"
         shutil.copytree(base, copy)
@@ -64,7 +74,8 @@ def run(base: Path, tests: list[str], threads: int, path: str = "", old: str = "
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
                               cwd=copy, capture_output=True, text=True,
-                              env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads)})
+                              env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads),
+                                   "KDREF_METHODS": methods})
         failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
         return proc.returncode != 0, time.perf_counter() - start, (failed or [""])[0][:150]
 
@@ -95,10 +106,13 @@ def mutation_run(base: Path, mutants: list[tuple[str, str, str, str]], jobs: int
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Mutation run of the proof (see the module docstring).")
-    parser.add_argument("prefix", nargs="?", default="", help="run only the mutants whose name starts with it")
+    parser.add_argument("prefix", nargs="?", default="",
+                        help="a method's name (its mutants exactly: 'st' is not 'nst'), or the start of mutants' names")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at a time, each in its own copy")
     args = parser.parse_args()
-    mutants = [m for m in MUTANTS if m[0].startswith(args.prefix)]
+    methods = {name.split("/")[0] for name, *_ in MUTANTS}
+    mutants = [m for m in MUTANTS if (m[0].split("/")[0] == args.prefix if args.prefix in methods
+                                      else m[0].startswith(args.prefix))]
     if not mutants:
         print(f"no mutant's name starts with {args.prefix!r}")
         return 2

@@ -1,6 +1,6 @@
 """Bad inputs and bad knob values, generated from a loss's declaration.
 
-Every array argument gets malformed variants (rank, empty batch, NaN/inf, integer dtype, and,
+Every array argument gets malformed variants (rank, empty batch, NaN/±inf, integer dtype, and,
 where it is ``like`` another, another batch, dtype, shape or device); every scalar argument values
 outside its kind; every knob a value outside its choices or range; and the loss an unknown
 convention and an unknown knob. Each must raise the named exception with a message about the
@@ -42,7 +42,8 @@ class BadInput:
 
 
 _NOT_A_NUMBER = ("1", TypeError)
-_NON_FINITE = [(float("nan"), ValueError), (float("inf"), ValueError)]
+_NON_FINITE = [(float("nan"), ValueError), (float("inf"), ValueError), (float("-inf"), ValueError),
+               (10**400, ValueError)]  # an integer too large for a float: not a bare OverflowError
 #: bad values of each scalar kind of argument, with the exception each must raise
 _BAD_SCALARS = {
     "temperature": [(0.0, ValueError), (-1.0, ValueError), *_NON_FINITE, _NOT_A_NUMBER],
@@ -173,8 +174,11 @@ def _bad_knob_values(knob: Knob) -> list[tuple[Any, type[Exception]]]:
     if knob.choices is not None:
         if all(isinstance(c, bool) for c in knob.choices):
             return [(1, ValueError), ("yes", ValueError)]
+        integers = [c for c in knob.choices if type(c) is int and c in (0, 1)]
+        if integers:  # True == 1 and False == 0: a bool must not pass for the integer choice
+            return [("no-such-choice", ValueError), (bool(integers[0]), ValueError)]
         return [("no-such-choice", ValueError)]
-    bad: list[tuple[Any, type[Exception]]] = [*_NON_FINITE, _NOT_A_NUMBER]
+    bad: list[tuple[Any, type[Exception]]] = [*_NON_FINITE, _NOT_A_NUMBER, (True, TypeError)]  # True is no 1
     if knob.low is not None and knob.low != -np.inf:
         bad.append((knob.low - max(1.0, abs(knob.low)), ValueError))
     if knob.open_low:
@@ -209,6 +213,8 @@ def _bad_float_array(arg: Arg, name: str, x, base, ops: _ArrayOps, like_name: st
         *ranks,
         BadInput(f"{name} with NaN", replace(ops.with_value(x, 0, np.nan)), ValueError, name),
         BadInput(f"{name} with inf", replace(ops.with_value(x, -1, np.inf)), ValueError, name),
+        # −inf alone (no +inf, no NaN): a finiteness check that looks only at the maximum misses it
+        BadInput(f"{name} with -inf", replace(ops.with_value(x, -1, -np.inf)), ValueError, name),
         BadInput(f"{name} integer dtype", replace(ops.as_int(x)), TypeError, name),
     ]
     if arg.base_kind != "parameter":

@@ -128,7 +128,11 @@ class _NumpyBackend:
         if _is_torch_tensor(x):
             raise TypeError(f"{name} must be a NumPy array for kdref.reference, got {type(x).__module__}."
                             f"{type(x).__name__}; use kdref.torch for tensors")
-        return np.asarray(x)
+        try:
+            return np.asarray(x)
+        except ValueError:  # a ragged nested list: NumPy's own message would not name the argument
+            raise ValueError(f"{name} must be an array (a nested list of one shape), got a ragged "
+                             f"{type(x).__name__}") from None
 
     @staticmethod
     def is_floating(x: np.ndarray) -> bool:
