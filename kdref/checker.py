@@ -425,6 +425,9 @@ def check(fn: Callable[..., Any], method: str | Method, loss: str | None = None,
 
     record = get(method) if isinstance(method, str) else method
     the_loss = record.losses[0] if loss is None else record.loss(loss)
+    if the_loss.declaration.state is not None:
+        raise ValueError(f"{the_loss.name} is a step with state ({the_loss.declaration.state!r}): kdref check "
+                         "compares single calls and does not yet run a sequence of steps")
     backend = backend or "torch"
     if backend not in ("torch", "numpy"):
         raise ValueError(f"backend must be 'torch' or 'numpy', got {backend!r}")

@@ -216,6 +216,15 @@ def test_state_kind_is_proven_over_a_sequence():
     assert not failures(full_proof(running_method()))
 
 
+def test_kdref_check_refuses_a_step_with_state_clearly():
+    """kdref check compares single calls: a loss that is a step with state is refused by name, not
+    compared call by call as if it had none."""
+    from kdref.checker import check
+
+    with pytest.raises(ValueError, match=r"^running_mean_loss is a step with state"):
+        check(running_torch, running_method())
+
+
 def test_state_kind_catches_a_wrong_state_update():
     failed = failures(full_proof(running_method(running_momentum_swapped)))
     assert any(k.endswith(" agreement") for k in failed), failed
