@@ -66,15 +66,20 @@ def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12, eps_mode: st
 
     ``"clamp"``: :math:`x/\max(\lVert x\rVert, \epsilon)` (PyTorch's ``F.normalize``; a zero vector
     stays 0); ``"add"``: :math:`x/(\lVert x\rVert + \epsilon)`; ``"sqrt_add"``:
-    :math:`x/\sqrt{\lVert x\rVert^2 + \epsilon}` (MXNet's ``L2Normalization``).
+    :math:`x/\sqrt{\lVert x\rVert^2 + \epsilon}` (MXNet's ``L2Normalization``). The norm is taken
+    of ``x`` divided by its largest entry, so that squares overflow for no ``x`` whose norm is finite.
     """
-    squared = np.sum(x * x, axis=axis, keepdims=True)
-    if eps_mode == "clamp":
-        return x / np.maximum(np.sqrt(squared), eps)
-    if eps_mode == "add":
-        return x / (np.sqrt(squared) + eps)
-    if eps_mode == "sqrt_add":
-        return x / np.sqrt(squared + eps)
+    # the norm of x / max|x|, whose squares cannot overflow (nor all underflow): ‖x‖ = scale · norm
+    scale = np.max(np.abs(x), axis=axis, keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)
+    y = x / scale
+    norm = np.sqrt(np.sum(y * y, axis=axis, keepdims=True))
+    if eps_mode == "clamp":  # $x/\max(\lVert x\rVert, \epsilon)$
+        return y / np.maximum(norm, eps / scale)
+    if eps_mode == "add":  # $x/(\lVert x\rVert + \epsilon)$
+        return y / (norm + eps / scale)
+    if eps_mode == "sqrt_add":  # $x/\sqrt{\lVert x\rVert^2 + \epsilon}$
+        return x / np.hypot(scale * norm, np.sqrt(eps))
     raise ValueError(f"eps_mode must be 'clamp', 'add' or 'sqrt_add', got {eps_mode!r}")
 
 

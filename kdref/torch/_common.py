@@ -94,13 +94,19 @@ def reduce_batch(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float = 1e-12, eps_mode: str = "clamp") -> torch.Tensor:
     """As :func:`kdref.reference._common.l2_normalize`: ``"clamp"``, ``"add"`` or ``"sqrt_add"``."""
+    # the norm of x / max|x| (vector_norm's squares overflow in float32 from |x| ≈ 1e19): the
+    # expression equals the unscaled one for any constant scale, so the scale is detached
+    scale = x.detach().abs().amax(dim=dim, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    y = x / scale
     # vector_norm's backward is the zero subgradient at a zero vector; sqrt(‖x‖²)'s would be NaN
+    norm = torch.linalg.vector_norm(y, dim=dim, keepdim=True)
     if eps_mode == "clamp":
-        return x / torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
+        return y / torch.maximum(norm, eps / scale)
     if eps_mode == "add":
-        return x / (torch.linalg.vector_norm(x, dim=dim, keepdim=True) + eps)
+        return y / (norm + eps / scale)
     if eps_mode == "sqrt_add":
-        return x / (x.square().sum(dim=dim, keepdim=True) + eps).sqrt()
+        return x / torch.hypot(scale * norm, torch.tensor(eps, dtype=norm.dtype, device=norm.device).sqrt())
     raise ValueError(f"eps_mode must be 'clamp', 'add' or 'sqrt_add', got {eps_mode!r}")
 
 

@@ -19,7 +19,7 @@ import math
 import torch
 
 from kdref.reference.cc import CC_ADJACENT_RESIDUAL_LOSS, CC_LOSS
-from kdref.torch._common import TORCH, accumulation_dtype
+from kdref.torch._common import TORCH, accumulation_dtype, l2_normalize
 
 __all__ = ["cc_adjacent_residual_loss", "cc_loss", "congruence", "correlation_matrix", "normalized_rows"]
 
@@ -29,12 +29,14 @@ def normalized_rows(F: torch.Tensor, eps: float = 1e-12, zero_rows: str = "mask_
     :func:`kdref.reference.cc.normalized_rows`). Rows inside the :math:`\epsilon` ball keep the value
     :math:`f_i/\epsilon`; ``zero_rows="mask_grad"`` makes them constants (zero gradient), ``"keep"``
     differentiates :math:`f_i/\epsilon` as ``F.normalize`` does (a gradient of order :math:`1/\epsilon`)."""
-    # vector_norm's backward is the zero subgradient at a zero row; sqrt(Σ f²)'s would be NaN
-    length = torch.linalg.vector_norm(F, dim=1, keepdim=True)
-    unit = F / length.clamp_min(eps)
+    unit = l2_normalize(F, dim=1, eps=eps, eps_mode="clamp")  # the norm of the rows scaled by their maxima
     if zero_rows == "keep":
         return unit
-    return torch.where(length >= eps, unit, unit.detach())
+    # the rows outside the ε ball: ‖f‖ ≥ ε, decided on the scaled row (‖f‖ itself may overflow)
+    scale = F.detach().abs().amax(dim=1, keepdim=True)
+    inside = torch.linalg.vector_norm(F.detach() / torch.where(scale > 0, scale, torch.ones_like(scale)), dim=1,
+                                      keepdim=True) * scale < eps
+    return torch.where(inside, unit.detach(), unit)
 
 
 def _gaussian_taylor(S: torch.Tensor, gamma: float, P: int) -> torch.Tensor:
