@@ -92,7 +92,8 @@ def reduce_batch(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 
-def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float = 1e-12, eps_mode: str = "clamp") -> torch.Tensor:
+def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float | torch.Tensor = 1e-12,
+                 eps_mode: str = "clamp") -> torch.Tensor:
     """As :func:`kdref.reference._common.l2_normalize`: ``"clamp"``, ``"add"`` or ``"sqrt_add"``."""
     # the norm of x / max|x| (vector_norm's squares overflow in float32 from |x| ≈ 1e19): the
     # expression equals the unscaled one for any constant scale, so the scale is detached
@@ -106,7 +107,8 @@ def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float = 1e-12, eps_mode: s
     if eps_mode == "add":
         return y / (norm + eps / scale)
     if eps_mode == "sqrt_add":
-        return x / torch.hypot(scale * norm, torch.tensor(eps, dtype=norm.dtype, device=norm.device).sqrt())
+        eps = torch.as_tensor(eps, dtype=norm.dtype, device=norm.device)  # a number, or one per row
+        return x / torch.hypot(scale * norm, eps.sqrt())
     raise ValueError(f"eps_mode must be 'clamp', 'add' or 'sqrt_add', got {eps_mode!r}")
 
 
