@@ -164,3 +164,22 @@ def test_compiled_forward_and_backward_match_eager(dynamic, knobs):
         value = fn(student, t(teacher_np), **knobs)
         results.append((value.detach(), torch.autograd.grad(value, student)[0]))
     torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("side", ["reference", "torch"])
+def test_several_layer_rules(side):
+    """nst_loss_multi's check: one weight per layer pair, as a list; no Gaussian kernel (its
+    bandwidth belongs to one pair); c and d only with the polynomial kernel."""
+    from kdref.reference import nst as reference
+    from kdref.torch import nst as torch_nst
+
+    module, conv = (reference, np.asarray) if side == "reference" else (torch_nst, lambda x: torch.tensor(x))
+    f = conv(np.ones((2, 2, 2, 2)))
+    with pytest.raises(ValueError, match=r"^weights must hold one weight per layer pair \(2\), got 1"):
+        module.nst_loss_multi([f, f], [f, f], [1.0])
+    with pytest.raises(TypeError, match=r"^weights must be a list or tuple of numbers, one per layer pair"):
+        module.nst_loss_multi([f], [f], 2.0)
+    with pytest.raises(ValueError, match=r"^kernel='gaussian' needs a bandwidth per layer pair"):
+        module.nst_loss_multi([f], [f], kernel="gaussian")
+    with pytest.raises(ValueError, match=r"^c and d are the polynomial kernel's offset and degree"):
+        module.nst_loss_multi([f], [f], kernel="linear", c=1.0)

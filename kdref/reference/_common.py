@@ -176,3 +176,12 @@ class _NumpyBackend:
 
 #: the NumPy side, for ``@DECLARATION.implement(NUMPY)``
 NUMPY = _NumpyBackend()
+
+
+def check_item_weights(weights, count: int, item: str = "layer pair") -> None:
+    """One weight per item of a list argument, as a list (the ``"weights"`` kind also takes one
+    number for all, which a loss with one weight per item refuses)."""
+    if weights is not None and not isinstance(weights, list):
+        raise TypeError(f"weights must be a list or tuple of numbers, one per {item}, got {type(weights).__name__}")
+    if weights is not None and len(weights) != count:
+        raise ValueError(f"weights must hold one weight per {item} ({count}), got {len(weights)}")

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from kdref.declaration import Arg, Declaration, Knob
-from kdref.reference._common import NUMPY
+from kdref.reference._common import NUMPY, check_item_weights
 
 __all__ = [
     "AB_LOSS",
@@ -213,11 +213,7 @@ def _check_pair(arguments: Mapping[str, Any], knobs: Mapping[str, Any]) -> None:
 
 def _check_weights(arguments: Mapping[str, Any], knobs: Mapping[str, Any]) -> None:
     """One weight per layer, as a list (the ``"weights"`` kind also takes one number for all)."""
-    weights, count = arguments["weights"], len(arguments["students"])
-    if weights is not None and not isinstance(weights, list):
-        raise TypeError(f"weights must be a list or tuple of numbers, one per layer, got {type(weights).__name__}")
-    if weights is not None and len(weights) != count:
-        raise ValueError(f"weights must hold one weight per layer ({count}), got {len(weights)}")
+    check_item_weights(arguments["weights"], len(arguments["students"]), "layer")
 
 
 _MARGIN = Knob("margin", 1.0, "the margin :math:`\\mu` (1 in the official code, 2 in KD-Zoo); > 0: with "

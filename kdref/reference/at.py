@@ -36,7 +36,14 @@ import math
 import numpy as np
 
 from kdref.declaration import Arg, Declaration, Knob
-from kdref.reference._common import NUMPY, adaptive_pool2d, l2_normalize, reduce_batch, resize_bilinear
+from kdref.reference._common import (
+    NUMPY,
+    adaptive_pool2d,
+    check_item_weights,
+    l2_normalize,
+    reduce_batch,
+    resize_bilinear,
+)
 
 __all__ = [
     "AT_LOSS",
@@ -227,11 +234,7 @@ def _check_layers(arguments, knobs) -> None:
     """Every pair as :func:`_check_pair`; one weight per pair, as a list (the ``"weights"`` kind
     also takes one number for all)."""
     _check_knob_rules(knobs)
-    weights, count = arguments["weights"], len(arguments["fms_s"])
-    if weights is not None and not isinstance(weights, list):
-        raise TypeError(f"weights must be a list or tuple of numbers, one per layer pair, got {type(weights).__name__}")
-    if weights is not None and len(weights) != count:
-        raise ValueError(f"weights must hold one weight per layer pair ({count}), got {len(weights)}")
+    check_item_weights(arguments["weights"], len(arguments["fms_s"]))
     for j, (fm_s, fm_t) in enumerate(zip(arguments["fms_s"], arguments["fms_t"], strict=True)):
         _check_spatial(f"fms_s[{j}]", fm_s, f"fms_t[{j}]", fm_t, knobs["spatial"])
 

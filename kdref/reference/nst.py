@@ -39,7 +39,14 @@ import math
 import numpy as np
 
 from kdref.declaration import Arg, Declaration, Knob
-from kdref.reference._common import NUMPY, adaptive_pool2d, l2_normalize, reduce_batch, resize_bilinear
+from kdref.reference._common import (
+    NUMPY,
+    adaptive_pool2d,
+    check_item_weights,
+    l2_normalize,
+    reduce_batch,
+    resize_bilinear,
+)
 
 __all__ = [
     "GAUSSIAN_SIGMA2_HEURISTIC",
@@ -274,9 +281,14 @@ def _check_kernel(arguments, knobs) -> None:
         raise ValueError("sigma2 is required for kernel='gaussian' (see gaussian_sigma2_heuristic)")
     if kernel != "gaussian" and sigma2 is not None:
         raise ValueError(f"sigma2 is the Gaussian kernel's bandwidth; kernel={kernel!r} does not use it")
-    if kernel != "poly" and (knobs["c"] != 0 or knobs["d"] != 2):
-        raise ValueError(f"c and d are the polynomial kernel's offset and degree; kernel={kernel!r} does not use "
-                         f"them, got c={knobs['c']}, d={knobs['d']}")
+    _check_polynomial_knobs(knobs)
+
+
+def _check_polynomial_knobs(knobs) -> None:
+    """``c`` and ``d`` keep their defaults unless the kernel is polynomial (never accepted and ignored)."""
+    if knobs["kernel"] != "poly" and (knobs["c"] != 0 or knobs["d"] != 2):
+        raise ValueError(f"c and d are the polynomial kernel's offset and degree; kernel={knobs['kernel']!r} does "
+                         f"not use them, got c={knobs['c']}, d={knobs['d']}")
 
 
 _FEATURE_PAIR = (
@@ -347,14 +359,8 @@ def _check_layers(arguments, knobs) -> None:
     if knobs["kernel"] == "gaussian":
         raise ValueError("kernel='gaussian' needs a bandwidth per layer pair, which nst_loss_multi does not take; "
                          "call nst_loss for each pair with its sigma2")
-    if knobs["kernel"] != "poly" and (knobs["c"] != 0 or knobs["d"] != 2):
-        raise ValueError(f"c and d are the polynomial kernel's offset and degree; kernel={knobs['kernel']!r} does "
-                         f"not use them, got c={knobs['c']}, d={knobs['d']}")
-    weights, count = arguments["weights"], len(arguments["students"])
-    if weights is not None and not isinstance(weights, list):
-        raise TypeError(f"weights must be a list or tuple of numbers, one per layer pair, got {type(weights).__name__}")
-    if weights is not None and len(weights) != count:
-        raise ValueError(f"weights must hold one weight per layer pair ({count}), got {len(weights)}")
+    _check_polynomial_knobs(knobs)
+    check_item_weights(arguments["weights"], len(arguments["students"]))
     for j, (student, teacher) in enumerate(zip(arguments["students"], arguments["teachers"], strict=True)):
         _check_spatial(f"students[{j}]", student, f"teachers[{j}]", teacher, knobs["spatial"])
 
